@@ -1,0 +1,5 @@
+import sys
+
+from cxbench.cli import main
+
+sys.exit(main())

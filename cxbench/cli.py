@@ -1,0 +1,224 @@
+"""The ``cxbench`` command line: run, score, tasks, metrics, data."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+DEFAULT_TASKS = (
+    "vqa_closed",
+    "vqa_open",
+    "report_generation",
+    "temporal_comparison",
+    "localization",
+    "diagnosis_recall1",
+)
+DEFAULT_MODELS = ("prior", "random", "phantom-cnn")
+
+
+def _csv(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def _add_include(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--include-path", action="append", default=[], metavar="DIR", help="extra folder of task YAMLs"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cxbench", description="Evaluate chest X-ray multimodal LLMs.")
+    sub = parser.add_subparsers(dest="command")
+
+    run = sub.add_parser("run", help="evaluate models on tasks (default: baselines on the default suite)")
+    run.add_argument("--tasks", type=_csv, default=list(DEFAULT_TASKS), help="comma-separated task names")
+    run.add_argument(
+        "--model",
+        action="append",
+        dest="models",
+        metavar="SPEC",
+        help="model spec (repeatable): prior, random, phantom-cnn, predictions:FILE, python:MOD:FN",
+    )
+    run.add_argument(
+        "--model-args",
+        action="append",
+        default=[],
+        metavar="K=V,...",
+        help="arguments for the model given at the same position (repeatable)",
+    )
+    run.add_argument("--limit", type=int, default=None, help="evaluate only the first N samples of each task")
+    run.add_argument("--seed", type=int, default=0, help="seed for bootstrap CIs and seeded models")
+    run.add_argument("--batch-size", type=int, default=8)
+    run.add_argument(
+        "--output", default="results", help="folder for result files and logs (default: results)"
+    )
+    run.add_argument(
+        "--cache", default=None, metavar="PATH", help="SQLite response cache (default: user cache)"
+    )
+    run.add_argument("--no-cache", action="store_true", help="do not read or write the response cache")
+    run.add_argument("--split", default=None, help="data split to evaluate (default: the task's)")
+    run.add_argument("--data-root", default=None, help="root folder of the task's data set")
+    run.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% CIs")
+    run.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    _add_include(run)
+
+    score = sub.add_parser("score", help="re-score per-sample logs without calling the model")
+    score.add_argument("logs", nargs="+", help="*.samples.jsonl files written by `cxbench run`")
+    score.add_argument("--output", default=None, help="result file to write (one log only)")
+    score.add_argument("--seed", type=int, default=0)
+    score.add_argument("--bootstrap", type=int, default=1000)
+    _add_include(score)
+
+    tasks = sub.add_parser("tasks", help="list tasks and their metrics")
+    _add_include(tasks)
+
+    sub.add_parser("metrics", help="list metrics")
+
+    data = sub.add_parser("data", help="data sets")
+    data_sub = data.add_subparsers(dest="data_command")
+    phantom = data_sub.add_parser("phantom", help="generate the synthetic phantom CXR data set")
+    phantom.add_argument("--n-cases", type=int, default=1500)
+    phantom.add_argument("--seed", type=int, default=0)
+    phantom.add_argument("--size", type=int, default=256)
+    phantom.add_argument("--out", default=None, help="output folder (default: the user cache)")
+    return parser
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from cxbench.models import load_model, parse_model_args
+    from cxbench.results import atomic_write_text, leaderboard_markdown
+    from cxbench.runner import RunConfig, run_task
+    from cxbench.tasks import get_task
+
+    specs = args.models or list(DEFAULT_MODELS)
+    if len(args.model_args) > len(specs):
+        raise ValueError("more --model-args than --model")
+    model_args = [parse_model_args(a) for a in args.model_args] + [{}] * (len(specs) - len(args.model_args))
+    tasks = [get_task(name, args.include_path) for name in args.tasks]
+    config = RunConfig(
+        batch_size=args.batch_size,
+        limit=args.limit,
+        seed=args.seed,
+        output_dir=args.output,
+        cache_path="" if args.no_cache else args.cache,
+        n_bootstrap=args.bootstrap,
+        split=args.split,
+        data_root=args.data_root,
+        progress=not args.no_progress,
+    )
+    results = []
+    for spec, kwargs in zip(specs, model_args, strict=True):
+        try:
+            model = load_model(spec, kwargs)
+        except TypeError as exc:
+            raise ValueError(f"--model-args for {spec!r}: {exc}") from None
+        for task in tasks:
+            result, stats = run_task(task, model, config, spec=spec)
+            results.append(result)
+            errors = ", ".join(f"{k}={v}" for k, v in result["errors"].items() if v) or "none"
+            print(
+                f"{model.name} / {task.name}: {stats.samples} samples, {stats.model_calls} model calls, "
+                f"{stats.cache_hits} cached, errors: {errors}, {stats.seconds:.1f}s",
+                file=sys.stderr,
+            )
+    table = leaderboard_markdown(results)
+    atomic_write_text(Path(args.output) / "leaderboard.md", table + "\n")
+    print(table)
+    return 0
+
+
+def _cmd_score(args: argparse.Namespace) -> int:
+    from cxbench.results import write_result
+    from cxbench.runner import rescore_log
+    from cxbench.tasks import get_task
+
+    if args.output and len(args.logs) > 1:
+        raise ValueError("--output takes one log at a time")
+    for log in args.logs:
+        with open(log, encoding="utf-8") as handle:
+            first = json.loads(handle.readline() or "{}")
+        header = first.get("header")
+        if not header:
+            raise ValueError(f"{log}: no cxbench log header on line 1")
+        task = get_task(header["task"], args.include_path)
+        if task.task_hash != header.get("task_hash"):
+            print(f"note: task {task.name!r} changed since {log} was written", file=sys.stderr)
+        summary, _ = rescore_log(task, log, n_bootstrap=args.bootstrap, seed=args.seed)
+        result_path = Path(log).with_name(Path(log).name.replace(".samples.jsonl", ".json"))
+        base = json.loads(result_path.read_text()) if result_path.is_file() else {}
+        from cxbench.results import now_iso
+
+        result = {**base, **summary, "date": now_iso(), "rescored_from": str(log)}
+        out = Path(args.output) if args.output else result_path.with_name(result_path.stem + ".rescored.json")
+        write_result(out, result)
+        values = ", ".join(f"{k}={v['value']:.4f}" for k, v in summary["metrics"].items())
+        print(f"{task.name} ({summary['n']} samples): {values} -> {out}")
+    return 0
+
+
+def _cmd_tasks(args: argparse.Namespace) -> int:
+    from cxbench.tasks import discover
+
+    print("| task | family | dataset | metrics (primary first) |\n|---|---|---|---|")
+    for name, task in sorted(discover(args.include_path).items()):
+        ordered = [task.primary_metric] + [m for m in task.metrics if m != task.primary_metric]
+        print(f"| {name} | {task.family} | {task.dataset['name']}/{task.split()} | {', '.join(ordered)} |")
+    return 0
+
+
+def _cmd_metrics(args: argparse.Namespace) -> int:
+    from cxbench import metrics
+
+    print("| metric | better | averaging | description |\n|---|---|---|---|")
+    for name in metrics.names():
+        m = metrics.get(name)
+        print(f"| {name} | {m.direction} | {m.averaging} | {m.description} |")
+    return 0
+
+
+def _cmd_data(args: argparse.Namespace) -> int:
+    from cxbench.data import phantom
+
+    if args.data_command != "phantom":
+        raise ValueError("usage: cxbench data phantom [--n-cases N] [--seed S] [--size PX] [--out DIR]")
+    kwargs = {"n_cases": args.n_cases, "seed": args.seed, "size": args.size}
+    root = Path(args.out) if args.out else phantom.default_root(**kwargs)
+    path = phantom.ensure_phantom(root, **kwargs)
+    print(path)
+    return 0
+
+
+COMMANDS = {
+    "run": _cmd_run,
+    "score": _cmd_score,
+    "tasks": _cmd_tasks,
+    "metrics": _cmd_metrics,
+    "data": _cmd_data,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    from cxbench.cache import CacheError
+    from cxbench.data.adapters import DataError
+    from cxbench.models.base import ModelError
+    from cxbench.tasks import TaskError
+
+    try:
+        return COMMANDS[args.command](args)
+    except (TaskError, ModelError, DataError, CacheError, ValueError, FileNotFoundError) as exc:
+        print(f"cxbench: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("cxbench: interrupted; finished samples are cached and will not be redone", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

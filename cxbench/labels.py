@@ -1,0 +1,43 @@
+"""Label vocabularies shared by data adapters, parsers, baselines and metrics."""
+
+from __future__ import annotations
+
+#: The 14 thoracic diseases of NIH ChestX-ray14, used by the top-1 diagnosis task
+#: (Rui-CXR-style mean recall@1) and by the phantom generator. Lower-case display names.
+DISEASES_14: tuple[str, ...] = (
+    "atelectasis",
+    "cardiomegaly",
+    "pleural effusion",
+    "infiltration",
+    "mass",
+    "nodule",
+    "pneumonia",
+    "pneumothorax",
+    "consolidation",
+    "edema",
+    "emphysema",
+    "fibrosis",
+    "pleural thickening",
+    "hernia",
+)
+
+#: Synonyms a model may use for each disease; matched case-insensitively by the parser.
+DISEASE_SYNONYMS: dict[str, tuple[str, ...]] = {
+    "atelectasis": ("atelectasis", "atelectatic", "volume loss", "collapse"),
+    "cardiomegaly": ("cardiomegaly", "enlarged heart", "cardiac enlargement", "enlarged cardiac silhouette"),
+    "pleural effusion": ("pleural effusion", "effusion", "pleural fluid"),
+    "infiltration": ("infiltration", "infiltrate", "infiltrates"),
+    "mass": ("mass", "masses"),
+    "nodule": ("nodule", "nodules", "nodular opacity"),
+    "pneumonia": ("pneumonia",),
+    "pneumothorax": ("pneumothorax",),
+    "consolidation": ("consolidation", "airspace consolidation"),
+    "edema": ("edema", "oedema", "pulmonary edema", "vascular congestion"),
+    "emphysema": ("emphysema", "hyperinflation", "hyperinflated"),
+    "fibrosis": ("fibrosis", "fibrotic", "interstitial fibrosis"),
+    "pleural thickening": ("pleural thickening", "thickened pleura", "pleural thickness"),
+    "hernia": ("hernia", "hiatal hernia", "hiatus hernia"),
+}
+
+#: Change labels of the temporal comparison task (prior -> current).
+CHANGE_LABELS: tuple[str, ...] = ("improved", "stable", "worsened")

@@ -1,0 +1,88 @@
+"""Metric registry: metrics are registered by name and imported only when first used.
+
+>>> from cxbench import metrics
+>>> metrics.compute("accuracy", ["yes", "no"], ["yes", "yes"])
+0.5
+
+Heavy metrics (model-based ones) live in their own modules, so importing cxbench loads no
+model and starts no Java; ``get`` imports a metric's module the first time it is asked for.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from cxbench.metrics.base import Metric, MetricContext
+
+# name -> "module:attribute"; a plugin may add entries with ``register_lazy``.
+_LAZY: dict[str, str] = {
+    "accuracy": "cxbench.metrics.classification:ACCURACY",
+    "macro_f1": "cxbench.metrics.classification:MACRO_F1",
+    "mean_recall_at_1": "cxbench.metrics.classification:MEAN_RECALL_AT_1",
+    "exact_match": "cxbench.metrics.text:EXACT_MATCH",
+    "token_f1": "cxbench.metrics.text:TOKEN_F1",
+    "bleu1": "cxbench.metrics.nlg:BLEU1",
+    "bleu2": "cxbench.metrics.nlg:BLEU2",
+    "bleu3": "cxbench.metrics.nlg:BLEU3",
+    "bleu4": "cxbench.metrics.nlg:BLEU4",
+    "rouge_l": "cxbench.metrics.nlg:ROUGE_L",
+    "mean_iou": "cxbench.metrics.grounding:MEAN_IOU",
+    "acc_iou50": "cxbench.metrics.grounding:ACC_AT_IOU50",
+}
+_LOADED: dict[str, Metric] = {}
+
+
+def register(metric: Metric) -> Metric:
+    """Register an already-built metric under its name."""
+    _LOADED[metric.name] = metric
+    return metric
+
+
+def register_lazy(name: str, target: str) -> None:
+    """Register ``"module:attribute"`` to be imported when ``name`` is first requested."""
+    _LAZY[name] = target
+
+
+def names() -> list[str]:
+    """All registered metric names, sorted."""
+    return sorted(set(_LAZY) | set(_LOADED))
+
+
+def get(name: str) -> Metric:
+    """The metric called ``name``; raises KeyError listing the known names."""
+    if name in _LOADED:
+        return _LOADED[name]
+    if name not in _LAZY:
+        raise KeyError(f"unknown metric {name!r}; known metrics: {', '.join(names())}")
+    module_name, attribute = _LAZY[name].split(":")
+    metric = getattr(importlib.import_module(module_name), attribute)
+    _LOADED[name] = metric
+    return metric
+
+
+def stats_matrix(
+    metric: Metric, predictions: Sequence[Any], references: Sequence[Any], ctx: MetricContext
+) -> np.ndarray:
+    rows = [metric.stats(p, r, ctx) for p, r in zip(predictions, references, strict=True)]
+    return np.asarray(rows, dtype=float).reshape(len(rows), -1)
+
+
+def compute(
+    name: str,
+    predictions: Sequence[Any],
+    references: Sequence[Any],
+    labels: Sequence[str] | None = None,
+) -> float:
+    """Score parsed predictions against references with metric ``name``, in one call."""
+    metric = get(name)
+    if metric.needs_labels and labels is None:
+        labels = sorted({str(r[0] if isinstance(r, (list, tuple)) else r) for r in references})
+    ctx = MetricContext(labels=tuple(labels or ()))
+    return metric.reduce(stats_matrix(metric, predictions, references, ctx))
+
+
+__all__ = ["Metric", "MetricContext", "compute", "get", "names", "register", "register_lazy"]

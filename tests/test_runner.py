@@ -1,0 +1,127 @@
+"""Runner behaviour: error records, cache resume, warm-cache reproducibility, batch invariance."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import HELPERS
+from PIL import Image
+
+from cxbench.models import load_model
+from cxbench.runner import RunConfig, rescore_log, run_task
+from cxbench.tasks import Task, get_task
+
+
+def _write_box_task(tmp_path: Path) -> Task:
+    """A localization task on a JSONL data set with one sample per failure kind."""
+    Image.new("L", (64, 64), 90).save(tmp_path / "good.png")
+    (tmp_path / "corrupt.png").write_bytes((tmp_path / "good.png").read_bytes()[:40])
+    box = [[10 / 64, 10 / 64, 50 / 64, 50 / 64]]
+    rows = [
+        {"id": "s_good", "images": ["good.png"], "question": "Where?", "target": box},
+        {"id": "s_missing", "images": ["nope.png"], "question": "Where?", "target": box},
+        {"id": "s_corrupt", "images": ["corrupt.png"], "question": "Where?", "target": box},
+        {"id": "s_empty", "images": ["good.png"], "question": "Where?", "target": box},
+        {"id": "s_junk", "images": ["good.png"], "question": "Where?", "target": box},
+        {"id": "s_crash", "images": ["good.png"], "question": "Where?", "target": box},
+    ]
+    for row in rows:
+        row["metadata"] = {"image_size": [64, 64]}
+    (tmp_path / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "boxes.yaml").write_text(
+        "name: boxes\nfamily: localization\n"
+        f"dataset: {{name: jsonl, path: {tmp_path / 'data.jsonl'}, split: test}}\n"
+        "prompt: '{question}'\nparser: box\nmetrics: [mean_iou, acc_iou50]\n"
+    )
+    return Task.from_yaml(tmp_path / "boxes.yaml")
+
+
+def test_every_failure_kind_is_recorded_and_the_run_completes(tmp_path):
+    task = _write_box_task(tmp_path)
+    model = load_model(f"python:{HELPERS}:faulty")
+    result, stats = run_task(
+        task, model, RunConfig(output_dir=tmp_path / "out", cache_path="", progress=False)
+    )
+    assert result["n"] == 6
+    assert result["errors"] == {
+        "missing_image": 1,
+        "corrupt_image": 1,
+        "model_error": 1,
+        "empty_output": 1,
+        "parse_failure": 1,
+    }
+    assert result["parse_failures"] == 2
+    # only the good sample scores (IoU 1); every failure scores 0 and stays in the denominator
+    assert result["metrics"]["mean_iou"]["value"] == pytest.approx(1 / 6, abs=1e-6)
+    rows = [json.loads(line) for line in (tmp_path / "out" / model.name / "boxes.samples.jsonl").open()][1:]
+    by_id = {r["sample_id"]: r for r in rows}
+    assert "nope.png" in by_id["s_missing"]["error_message"]
+    assert "corrupt.png" in by_id["s_corrupt"]["error_message"]
+    assert "backend exploded" in by_id["s_crash"]["error_message"]
+    assert by_id["s_good"]["parsed"] == pytest.approx([10 / 64, 10 / 64, 50 / 64, 50 / 64])
+    assert stats.model_calls == 4  # images that failed their check never reach the model
+
+
+def _result_without_date(path: Path) -> dict:
+    result = json.loads(path.read_text())
+    result.pop("date")
+    return result
+
+
+def test_warm_cache_makes_no_model_calls_and_reproduces_the_result(small_tasks, tmp_path):
+    task = get_task("small_vqa_closed", [small_tasks])
+    config = RunConfig(output_dir=tmp_path / "out", cache_path=tmp_path / "cache.sqlite", progress=False)
+    first, cold = run_task(task, load_model("random"), config)
+    result_path = tmp_path / "out" / "random" / "small_vqa_closed.json"
+    before = _result_without_date(result_path)
+    second, warm = run_task(task, load_model("random"), config)
+    assert cold.model_calls == first["n"] > 0
+    assert warm.model_calls == 0 and warm.cache_hits == first["n"]
+    assert _result_without_date(result_path) == before
+
+
+def test_interrupted_run_resumes_without_redoing_finished_samples(small_tasks, tmp_path, monkeypatch):
+    task = get_task("small_vqa_closed", [small_tasks])
+    counter = tmp_path / "calls.txt"
+    monkeypatch.setenv("CXBENCH_TEST_COUNTER", str(counter))
+    monkeypatch.setenv("CXBENCH_TEST_STOP_AFTER", "12")
+    config = RunConfig(
+        output_dir=tmp_path / "out", cache_path=tmp_path / "cache.sqlite", batch_size=4, progress=False
+    )
+    with pytest.raises(KeyboardInterrupt):
+        run_task(task, load_model(f"python:{HELPERS}:interrupt_after"), config)
+    assert len(counter.read_text().splitlines()) == 12  # three full batches were answered and cached
+    monkeypatch.setenv("CXBENCH_TEST_STOP_AFTER", "1000000")
+    resumed, stats = run_task(task, load_model(f"python:{HELPERS}:interrupt_after"), config)
+    assert stats.cache_hits == 12 and stats.model_calls == resumed["n"] - 12
+    calls = counter.read_text().splitlines()
+    assert len(calls) == len(set(calls)) == resumed["n"]  # every sample answered exactly once
+    # identical to an uninterrupted run in a fresh cache
+    fresh_config = RunConfig(output_dir=tmp_path / "fresh", cache_path="", progress=False)
+    fresh, _ = run_task(task, load_model(f"python:{HELPERS}:echo_yes"), fresh_config)
+    assert resumed["metrics"] == fresh["metrics"]
+
+
+@pytest.mark.parametrize("spec", ["prior", "random"])
+def test_batch_size_does_not_change_results(small_tasks, tmp_path, spec):
+    task = get_task("small_localization", [small_tasks])
+    results = []
+    for batch_size in (1, 8):
+        config = RunConfig(
+            output_dir=tmp_path / f"b{batch_size}", cache_path="", batch_size=batch_size, progress=False
+        )
+        result, _ = run_task(task, load_model(spec), config)
+        log = (tmp_path / f"b{batch_size}" / spec / "small_localization.samples.jsonl").read_text()
+        results.append((result["metrics"], log))
+    assert results[0] == results[1]
+
+
+def test_rescoring_a_log_reproduces_the_metrics(small_tasks, tmp_path):
+    task = get_task("small_diagnosis_recall1", [small_tasks])
+    config = RunConfig(output_dir=tmp_path, cache_path="", progress=False)
+    result, _ = run_task(task, load_model("prior"), config)
+    summary, rows = rescore_log(task, tmp_path / "prior" / "small_diagnosis_recall1.samples.jsonl")
+    assert summary["metrics"] == result["metrics"]
+    assert summary["n"] == result["n"] == len(rows)
