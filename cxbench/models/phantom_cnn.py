@@ -6,8 +6,11 @@ One network predicts, for each of the 14 diseases, presence (logit), severity (0
 - yes/no and multiple choice: presence probabilities ("no finding" = all absent);
 - open "what": the most probable disease (or "no finding"); "where": the region of the
   nearest train finding of that disease to the predicted box;
-- reports: the phantom report writer applied to the predicted findings;
-- temporal: predicted severity on the current minus the prior image;
+- reports: retrieval: the train report whose findings (disease and side) best match the
+  predicted ones (exact set first, then the closest label set), the median-length one
+  among equals;
+- temporal: a second small network classifies crops of the finding (at the union of its
+  predicted boxes) from the prior and the current image;
 - localization: the predicted box; diagnosis: diseases ranked by probability.
 
 Training takes well under a minute on 2 CPU cores; weights are cached in the user cache,
@@ -36,48 +39,7 @@ if TYPE_CHECKING:
 
 NO_FINDING = "no finding"
 _LETTERS = "ABCDEFGHIJ"
-_N = len(DISEASES_14)
 _INDEX = {d: i for i, d in enumerate(DISEASES_14)}
-
-
-def _build_net(channels: tuple[int, ...], input_size: int):
-    import torch
-    from torch import nn
-
-    layers: list[nn.Module] = []
-    in_ch = 1
-    for out_ch in channels:
-        layers += [
-            nn.Conv2d(in_ch, out_ch, 3, stride=2, padding=1, bias=False),
-            nn.BatchNorm2d(out_ch),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(out_ch, out_ch, 3, padding=1, bias=False),
-            nn.BatchNorm2d(out_ch),
-            nn.ReLU(inplace=True),
-        ]
-        in_ch = out_ch
-    grid = input_size // 2 ** len(channels)
-
-    class PhantomNet(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.features = nn.Sequential(*layers)
-            self.squeeze = nn.Conv2d(in_ch, 16, 1)
-            self.head = nn.Sequential(
-                nn.Linear(16 * grid * grid + 2 * in_ch, 256), nn.ReLU(inplace=True), nn.Dropout(0.1)
-            )
-            self.presence = nn.Linear(256, _N)
-            self.severity = nn.Linear(256, _N)
-            self.boxes = nn.Linear(256, _N * 4)
-
-        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-            f = self.features(x)
-            pooled = torch.cat([f.mean(dim=(2, 3)), f.amax(dim=(2, 3))], dim=1)
-            h = self.head(torch.cat([self.squeeze(f).flatten(1), pooled], dim=1))
-            boxes = torch.sigmoid(self.boxes(h)).view(-1, _N, 4)
-            return self.presence(h), self.severity(h), boxes
-
-    return PhantomNet()
 
 
 def _load_image(path: str, size: int) -> np.ndarray:
@@ -88,16 +50,6 @@ def _load_image(path: str, size: int) -> np.ndarray:
         return np.asarray(gray, dtype=np.float32) / 255.0
 
 
-def _targets(findings: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    presence = np.zeros(_N, np.float32)
-    severity = np.zeros(_N, np.float32)
-    boxes = np.zeros((_N, 4), np.float32)
-    for finding in findings:
-        i = _INDEX[finding["label"]]
-        presence[i], severity[i], boxes[i] = 1.0, float(finding["severity"]), finding["box"]
-    return presence, severity, boxes
-
-
 class PhantomCNNModel(Model):
     """See the module docstring. Args: ``epochs``, ``input_size``, ``seed``, ``train_fraction``."""
 
@@ -105,27 +57,27 @@ class PhantomCNNModel(Model):
 
     def __init__(
         self,
-        epochs: int = 14,
+        epochs: int = 20,
         input_size: int = 128,
         seed: int = 0,
         train_fraction: float = 1.0,
         threshold: float = 0.5,
-        change_margin: float = 0.5,
     ) -> None:
         self.hparams = {
             "epochs": int(epochs),
             "input_size": int(input_size),
             "seed": int(seed),
             "train_fraction": float(train_fraction),
-            "channels": [16, 32, 64, 96],
-            "version": 1,
+            "channels": [8, 16, 32, 64, 96],
+            "version": 3,
         }
         self.threshold = float(threshold)
-        self.change_margin = float(change_margin)
         self._net = None
+        self._change_net = None
         self._weights_digest = ""
         self._data_id: str | None = None
         self._regions: dict[str, list[tuple[float, float, dict[str, Any]]]] = {}
+        self._reports: dict[frozenset, list[str]] = {}
         self._memo: dict[str, dict[str, np.ndarray]] = {}
 
     # -- training ---------------------------------------------------------------------------
@@ -153,15 +105,38 @@ class PhantomCNNModel(Model):
 
     def _fit_regions(self, cases: list[dict[str, Any]]) -> None:
         regions: dict[str, list] = {}
+        reports: dict[frozenset, list[str]] = {}
         for case in cases:
             if case["split"] != "train":
                 continue
+            key = frozenset((f["label"], f.get("side")) for f in case["findings"])
+            reports.setdefault(key, []).append(case["report"]["findings"])
             for finding in case["findings"]:
                 x1, y1, x2, y2 = finding["box"]
                 regions.setdefault(finding["label"], []).append(((x1 + x2) / 2, (y1 + y2) / 2, finding))
         self._regions = regions
+        # the median-length report of each finding set, so retrieval is deterministic
+        self._reports = {}
+        for key, texts in reports.items():
+            ordered = sorted(texts, key=lambda r: (len(r), r))
+            self._reports[key] = [ordered[len(ordered) // 2]]
 
-    def _training_set(self, cases: list[dict[str, Any]]) -> tuple[np.ndarray, ...]:
+    def _retrieve_report(self, findings: list[dict[str, Any]]) -> str:
+        key = frozenset((f["label"], f.get("side")) for f in findings)
+        if key in self._reports:
+            return self._reports[key][0]
+        labels = {label for label, _ in key}
+
+        def similarity(other: frozenset) -> tuple[float, int]:
+            other_labels = {label for label, _ in other}
+            union = labels | other_labels
+            jaccard = len(labels & other_labels) / len(union) if union else 1.0
+            return (jaccard, len(key & other))
+
+        best = max(sorted(self._reports, key=lambda k: sorted(map(str, k))), key=similarity)
+        return self._reports[best][0]
+
+    def _training_items(self, cases: list[dict[str, Any]]) -> list[tuple[str, list[dict[str, Any]]]]:
         items = []
         for case in cases:
             if case["split"] != "train":
@@ -171,91 +146,87 @@ class PhantomCNNModel(Model):
                 items.append((case["prior"]["image"], case["prior"]["findings"]))
         rng = np.random.default_rng(self.hparams["seed"])
         keep = max(1, int(round(len(items) * self.hparams["train_fraction"])))
-        items = [items[i] for i in sorted(rng.permutation(len(items))[:keep])]
-        size = self.hparams["input_size"]
-        images = np.stack([_load_image(path, size) for path, _ in items])[:, None]
-        presence, severity, boxes = (np.stack(t) for t in zip(*(_targets(f) for _, f in items), strict=True))
-        return images, presence, severity, boxes
+        return [items[i] for i in sorted(rng.permutation(len(items))[:keep])]
+
+    def _change_examples(self, cases: list[dict[str, Any]], size: int) -> list[tuple]:
+        from cxbench.models.phantom_nets import union_box
+
+        examples = []
+        for case in cases:
+            prior = case.get("prior")
+            if case["split"] != "train" or not prior:
+                continue
+            before = {f["label"]: f["box"] for f in prior["findings"]}
+            after = {f["label"]: f["box"] for f in case["findings"]}
+            prior_image, current_image = _load_image(prior["image"], size), _load_image(case["image"], size)
+            for change in prior["changes"]:
+                boxes = [b for b in (before.get(change["label"]), after.get(change["label"])) if b]
+                box = boxes[0] if len(boxes) == 1 else union_box(*boxes)
+                examples.append((prior_image, current_image, box, change["label"], change["change"]))
+        return examples
 
     def _train(self, cases: list[dict[str, Any]], path: Path) -> None:
         import torch
-        from torch.nn import functional as F
-
-        from cxbench.results import atomic_write_text
-
-        torch.manual_seed(self.hparams["seed"])
-        started = time.perf_counter()
-        images, presence, severity, boxes = (torch.from_numpy(a) for a in self._training_set(cases))
-        net = _build_net(tuple(self.hparams["channels"]), self.hparams["input_size"])
-        epochs = self.hparams["epochs"]
-        optimizer = torch.optim.AdamW(net.parameters(), lr=3e-3, weight_decay=1e-4)
-        steps_per_epoch = (len(images) + 31) // 32
-        schedule = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=3e-3, total_steps=epochs * steps_per_epoch
-        )
-        generator = torch.Generator().manual_seed(self.hparams["seed"])
         from tqdm.auto import tqdm
 
-        net.train()
-        for _ in tqdm(range(epochs), desc="training phantom-cnn", unit="epoch", leave=False):
-            order = torch.randperm(len(images), generator=generator)
-            for start in range(0, len(images), 32):
-                idx = order[start : start + 32]
-                x = images[idx]
-                x = x + 0.02 * torch.randn(x.shape, generator=generator)  # light noise augmentation
-                logits, sev, box = net(x)
-                mask = presence[idx].unsqueeze(-1)
-                loss = (
-                    F.binary_cross_entropy_with_logits(logits, presence[idx])
-                    + 0.3 * F.smooth_l1_loss(sev, severity[idx])
-                    + 5.0
-                    * (F.l1_loss(box, boxes[idx], reduction="none") * mask).sum()
-                    / mask.sum().clamp(min=1)
-                )
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                schedule.step()
+        from cxbench.models.phantom_nets import train_change_net, train_finding_net
+        from cxbench.results import atomic_write_text
+
+        torch.set_num_threads(min(2, torch.get_num_threads()))
+        started = time.perf_counter()
+        size = self.hparams["input_size"]
+        items = self._training_items(cases)
+        images = np.stack([_load_image(image, size) for image, _ in items])[:, None]
+        with tqdm(
+            total=self.hparams["epochs"], desc="training phantom-cnn", unit="epoch", leave=False
+        ) as bar:
+            finding_net = train_finding_net(images, [f for _, f in items], self.hparams, progress=bar)
+        change_net = train_change_net(self._change_examples(cases, size), seed=self.hparams["seed"])
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
-        torch.save(net.state_dict(), tmp)
+        torch.save({"finding": finding_net.state_dict(), "change": change_net.state_dict()}, tmp)
         tmp.replace(path)
-        info = {"hparams": self.hparams, "data": self._data_id, "train_images": len(images)}
+        info = {"hparams": self.hparams, "data": self._data_id, "train_images": len(items)}
         info["seconds"] = round(time.perf_counter() - started, 1)
         atomic_write_text(path.with_suffix(".json"), json.dumps(info, indent=2))
 
     def _load(self, path: Path) -> None:
         import torch
 
-        net = _build_net(tuple(self.hparams["channels"]), self.hparams["input_size"])
+        from cxbench.models.phantom_nets import ChangeNet, FindingNet
+
+        finding_net = FindingNet(tuple(self.hparams["channels"]), self.hparams["input_size"])
+        change_net = ChangeNet()
         try:
-            net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            finding_net.load_state_dict(state["finding"])
+            change_net.load_state_dict(state["change"])
         except Exception as exc:
             raise ModelError(
                 f"phantom-cnn: cannot load cached weights {path} ({exc}); delete the file"
             ) from exc
-        net.eval()
-        self._net = net
+        self._net, self._change_net = finding_net.eval(), change_net.eval()
         self._weights_digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
         self._memo.clear()
 
     def identity(self) -> str:
         if self._net is None:
             raise ModelError("phantom-cnn: prepare() must run before identity()")
-        return f"phantom-cnn:{self._weights_digest}:t={self.threshold}:m={self.change_margin}"
+        return f"phantom-cnn:{self._weights_digest}:t={self.threshold}"
 
     def config(self) -> dict:
-        return {**self.hparams, "threshold": self.threshold, "change_margin": self.change_margin}
+        return {**self.hparams, "threshold": self.threshold}
 
     # -- inference --------------------------------------------------------------------------
     def _predict(self, path: str) -> dict[str, np.ndarray]:
         if path not in self._memo:
             import torch
 
-            x = torch.from_numpy(_load_image(path, self.hparams["input_size"]))[None, None]
+            image = _load_image(path, self.hparams["input_size"])
             with torch.no_grad():
-                logits, severity, boxes = self._net(x)
+                logits, severity, boxes = self._net(torch.from_numpy(image)[None, None])
             self._memo[path] = {
+                "image": image,
                 "prob": torch.sigmoid(logits)[0].double().numpy(),
                 "severity": severity[0].double().numpy(),
                 "boxes": boxes[0].double().numpy(),
@@ -305,18 +276,14 @@ class PhantomCNNModel(Model):
         if family == "diagnosis_recall1":
             return ", ".join(DISEASES_14[i] for i in np.argsort(-prob, kind="stable"))
         if family == "temporal_comparison":
+            from cxbench.models.phantom_nets import classify_change, union_box
+
             prior = self._predict(request.images[0])
             i = _INDEX[finding]
-            delta = pred["severity"][i] * (prob[i] >= 0.2) - prior["severity"][i] * (prior["prob"][i] >= 0.2)
-            if delta > self.change_margin:
-                return "worsened"
-            return "improved" if delta < -self.change_margin else "stable"
+            box = union_box(prior["boxes"][i].tolist(), pred["boxes"][i].tolist())
+            return classify_change(self._change_net, prior["image"], pred["image"], box, finding)
         if family == "report_generation":
-            from cxbench.data.phantom_reports import write_report
-
-            digest = hashlib.sha256(request.sample_id.encode()).digest()
-            rng = np.random.default_rng(int.from_bytes(digest[:8], "little"))
-            return write_report(self._findings(pred), rng)["findings"]
+            return self._retrieve_report(self._findings(pred))
         if request.query.get("kind") == "where" and finding in _INDEX:
             return self._nearest_train_finding(finding, pred["boxes"][_INDEX[finding]]).get("region") or ""
         top = int(np.argmax(prob))
