@@ -13,7 +13,7 @@ def bootstrap_ci(
     n_boot: int = 1000,
     seed: int = 0,
     confidence: float = 0.95,
-    max_draws: int = 4_000_000,
+    max_draws: int = 500_000,
 ) -> tuple[float, float]:
     """Percentile bootstrap CI of ``reduce(matrix)``, resampling rows (samples) with replacement.
 

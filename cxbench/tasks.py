@@ -168,7 +168,7 @@ class Task:
             source=path,
             description=config.get("description", "").strip(),
             primary_metric=config.get("primary_metric", config["metrics"][0]),
-            labels=tuple(str(label) for label in labels),
+            labels=tuple(_label_text(label) for label in labels),
             parser_args=dict(config.get("parser_args", {})),
             generation={"max_new_tokens": 256, "temperature": 0.0, **config.get("generation", {})},
             system=config.get("system"),
@@ -236,6 +236,13 @@ class Task:
         if self.hooks is not None and hasattr(self.hooks, "parse"):
             return self.hooks.parse(text, sample, self)
         return PARSERS[self.parser](text, sample, self.parser_args)
+
+
+def _label_text(label: Any) -> str:
+    """YAML 1.1 reads unquoted yes/no as booleans; a label list means the words."""
+    if isinstance(label, bool):
+        return "yes" if label else "no"
+    return str(label)
 
 
 def _load_hooks(hook_path: Path, task_path: Path) -> ModuleType:

@@ -98,3 +98,11 @@ def test_entry_point_folders_are_discovered(tmp_path, monkeypatch):
     entry = SimpleNamespace(load=lambda: lambda: str(tmp_path))
     monkeypatch.setattr(task_module.importlib_metadata, "entry_points", lambda group: [entry])
     assert "plugin_task" in discover()
+
+
+def test_unquoted_yes_no_labels_stay_words(tmp_path):
+    (tmp_path / "t.yaml").write_text(
+        "name: t\nfamily: vqa_closed\ndataset: {name: phantom}\nprompt: p\nparser: closed\n"
+        "labels: [yes, no]\nmetrics: [macro_f1]\n"
+    )
+    assert Task.from_yaml(tmp_path / "t.yaml").labels == ("yes", "no")
