@@ -74,6 +74,9 @@ def leaderboard_markdown(results: list[dict[str, Any]], with_ci: bool = True) ->
             if task_metric[0] != result["task"]["name"] or task_metric[1] not in result["metrics"]:
                 continue
             m = result["metrics"][task_metric[1]]
+            if m.get("value") is None:
+                cells[(result["model"]["name"], *task_metric)] = "n/a"
+                continue
             text = f"{m['value']:.3f}"
             if with_ci and m.get("ci95"):
                 text += f" [{m['ci95'][0]:.3f}, {m['ci95'][1]:.3f}]"

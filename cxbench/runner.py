@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import time
-from array import array
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -20,16 +19,12 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from cxbench import metrics as metric_registry
 from cxbench.cache import ResponseCache, request_key
-from cxbench.metrics.base import MetricContext
 from cxbench.models.base import Model
 from cxbench.paths import cache_dir
 from cxbench.results import now_iso, package_versions, write_result
 from cxbench.schema import LOG_SCHEMA_VERSION, RESULT_SCHEMA_VERSION, Response, Sample
-from cxbench.stats import bootstrap_ci
+from cxbench.scoring import Scorer, finish_log
 from cxbench.tasks import Task
 
 #: error kinds that count as parse failures (the model answered, but not usably)
@@ -101,49 +96,6 @@ def _generate_safely(model: Model, requests: list) -> list[Response]:
         return [r for request in requests for r in _generate_safely(model, [request])]
 
 
-class _Scorer:
-    """Accumulates per-sample stats rows for each metric of a task."""
-
-    def __init__(self, task: Task) -> None:
-        self.task = task
-        self.metrics = [metric_registry.get(name) for name in task.metrics]
-        self.ctx = MetricContext(labels=task.labels)
-        # compact 8-byte floats: the only per-sample state kept in memory during a run
-        self.rows: dict[str, array] = {m.name: array("d") for m in self.metrics}
-        self.width: dict[str, int] = {}
-
-    def score(self, sample: Sample, parsed: Any) -> tuple[dict[str, list[float]], dict[str, float | None]]:
-        stats, values = {}, {}
-        for metric in self.metrics:
-            try:
-                row = [float(v) for v in metric.stats(parsed, sample.target, self.ctx)]
-            except Exception as exc:
-                raise ValueError(
-                    f"task {self.task.name!r}, sample {sample.id!r}: metric {metric.name!r} failed "
-                    f"on target {sample.target!r}: {exc}"
-                ) from exc
-            if self.width.setdefault(metric.name, len(row)) != len(row):
-                raise ValueError(f"metric {metric.name!r} returned {len(row)} stats for sample {sample.id!r}")
-            self.rows[metric.name].extend(row)
-            stats[metric.name] = row
-            values[metric.name] = metric.sample_value(np.asarray(row)) if metric.sample_value else None
-        return stats, values
-
-    def aggregate(self, n_bootstrap: int, seed: int) -> dict[str, Any]:
-        out = {}
-        for metric in self.metrics:
-            width = self.width.get(metric.name, 1)
-            matrix = np.frombuffer(self.rows[metric.name], dtype=float).reshape(-1, width)
-            value = metric.reduce(matrix) if len(matrix) else float("nan")
-            low, high = bootstrap_ci(matrix, metric.reduce, n_boot=n_bootstrap, seed=seed)
-            out[metric.name] = {
-                "value": round(value, 6),
-                "ci95": [round(low, 6), round(high, 6)],
-                **{k: v for k, v in metric.info().items() if k != "name"},
-            }
-        return out
-
-
 def score_row(task: Task, sample: Sample, response: Response | None, error: tuple[str, str] | None) -> dict:
     """Parse one response and classify its failure kind, if any (no metrics yet)."""
     text = response.text if response is not None else ""
@@ -176,7 +128,7 @@ def run_task(task: Task, model: Model, config: RunConfig, spec: str | None = Non
     out_dir.mkdir(parents=True, exist_ok=True)
     log_path = out_dir / f"{task.name}.samples.jsonl"
     partial = log_path.with_name(log_path.name + ".partial")
-    scorer = _Scorer(task)
+    scorer = Scorer(task)
     samples: Iterable[Sample] = task.samples(split=config.split, data_root=config.data_root)
     if config.limit is not None:
         samples = islice(samples, config.limit)
@@ -203,12 +155,12 @@ def run_task(task: Task, model: Model, config: RunConfig, spec: str | None = Non
                 log.flush()
                 if progress is not None:
                     progress.update(len(batch))
-        os.replace(partial, log_path)
     finally:
         if progress is not None:
             progress.close()
         if cache is not None:
             cache.close()
+    finish_log(scorer, partial, log_path)  # corpus metrics, then the final log
     result = {
         "schema_version": RESULT_SCHEMA_VERSION,
         "task": {
@@ -299,7 +251,7 @@ def rescore_log(
     Returns the new metrics block and the re-scored rows. Errors that happened before the
     model answered (missing/corrupt image, model error) are kept as they were.
     """
-    scorer = _Scorer(task)
+    scorer = Scorer(task)
     rows: list[dict[str, Any]] = []
     errors: Counter = Counter()
     with Path(log_path).open(encoding="utf-8") as handle:
@@ -325,6 +277,10 @@ def rescore_log(
             if outcome["error"]:
                 errors[outcome["error"][0]] += 1
             rows.append({**record, "parsed": outcome["parsed"], "scores": values, "stats": row_stats})
+    matrices = scorer.score_corpus([r["parsed"] for r in rows], [r["sample"]["target"] for r in rows])
+    for name, matrix in matrices.items():
+        for row, stats_row in zip(rows, matrix, strict=True):
+            row["stats"][name] = stats_row.tolist()
     summary = {
         "n": len(rows),
         "parse_failures": sum(errors[k] for k in PARSE_FAILURE_KINDS),

@@ -125,3 +125,39 @@ def test_rescoring_a_log_reproduces_the_metrics(small_tasks, tmp_path):
     summary, rows = rescore_log(task, tmp_path / "prior" / "small_diagnosis_recall1.samples.jsonl")
     assert summary["metrics"] == result["metrics"]
     assert summary["n"] == result["n"] == len(rows)
+
+
+def test_corpus_metrics_score_at_the_end_and_a_failing_one_is_reported(small_tasks, tmp_path):
+    import numpy as np
+
+    from cxbench import metrics
+    from cxbench.metrics.base import Metric, mean_reduce
+
+    def lengths(predictions, references, ctx):
+        # a corpus-level statistic: each answer's length relative to the longest answer in the run
+        sizes = np.array([len(p or "") for p in predictions], dtype=float)
+        return (sizes / sizes.max())[:, None], None
+
+    def broken(predictions, references, ctx):
+        raise RuntimeError("weights not found: put them in /models")
+
+    metrics.register(Metric("test_rel_len", "test", stats=None, reduce=mean_reduce, corpus_stats=lengths))
+    metrics.register(Metric("test_broken", "test", stats=None, reduce=mean_reduce, corpus_stats=broken))
+    (tmp_path / "t.yaml").write_text(
+        "name: corpus_t\nfamily: report_generation\n"
+        "dataset: {name: phantom, split: test, n_cases: 80, seed: 0, size: 128}\n"
+        "prompt: '{question}'\nparser: text\nmetrics: [bleu1, test_rel_len, test_broken]\n"
+    )
+    task = Task.from_yaml(tmp_path / "t.yaml")
+    result, _ = run_task(
+        task, load_model("random"), RunConfig(output_dir=tmp_path, cache_path="", progress=False)
+    )
+    assert 0 < result["metrics"]["test_rel_len"]["value"] <= 1
+    assert result["metrics"]["test_broken"]["value"] is None
+    assert "weights not found" in result["metrics"]["test_broken"]["unavailable"]
+    rows = [json.loads(line) for line in (tmp_path / "random" / "corpus_t.samples.jsonl").open()][1:]
+    assert len(rows) == result["n"] and all(len(r["stats"]["test_rel_len"]) == 1 for r in rows)
+    assert max(r["stats"]["test_rel_len"][0] for r in rows) == 1.0
+    assert not (tmp_path / "random" / "corpus_t.samples.jsonl.partial").exists()
+    summary, _ = rescore_log(task, tmp_path / "random" / "corpus_t.samples.jsonl")
+    assert summary["metrics"]["test_rel_len"] == result["metrics"]["test_rel_len"]

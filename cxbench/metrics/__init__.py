@@ -64,11 +64,19 @@ def get(name: str) -> Metric:
     return metric
 
 
-def stats_matrix(
+def corpus_matrix(
     metric: Metric, predictions: Sequence[Any], references: Sequence[Any], ctx: MetricContext
-) -> np.ndarray:
+) -> tuple[np.ndarray, float]:
+    """The (n, k) stats matrix of a corpus and the metric's value on it."""
+    if len(predictions) != len(references):
+        raise ValueError(f"{len(predictions)} predictions but {len(references)} references")
+    if metric.corpus_stats is not None:
+        matrix, value = metric.corpus_stats(list(predictions), list(references), ctx)
+        matrix = np.asarray(matrix, dtype=float).reshape(len(predictions), -1)
+        return matrix, float(metric.reduce(matrix) if value is None else value)
     rows = [metric.stats(p, r, ctx) for p, r in zip(predictions, references, strict=True)]
-    return np.asarray(rows, dtype=float).reshape(len(rows), -1)
+    matrix = np.asarray(rows, dtype=float).reshape(len(rows), -1)
+    return matrix, float(metric.reduce(matrix))
 
 
 def compute(
@@ -76,13 +84,17 @@ def compute(
     predictions: Sequence[Any],
     references: Sequence[Any],
     labels: Sequence[str] | None = None,
+    **options: Any,
 ) -> float:
-    """Score parsed predictions against references with metric ``name``, in one call."""
+    """Score parsed predictions against references with metric ``name``, in one call.
+
+    ``options`` are the metric's options (as a task's ``metric_args`` would give them).
+    """
     metric = get(name)
     if metric.needs_labels and labels is None:
         labels = sorted({str(r[0] if isinstance(r, (list, tuple)) else r) for r in references})
-    ctx = MetricContext(labels=tuple(labels or ()))
-    return metric.reduce(stats_matrix(metric, predictions, references, ctx))
+    ctx = MetricContext(labels=tuple(labels or ()), options=options)
+    return corpus_matrix(metric, predictions, references, ctx)[1]
 
 
 __all__ = ["Metric", "MetricContext", "compute", "get", "names", "register", "register_lazy"]

@@ -9,6 +9,12 @@ metrics share one mechanism:
 
 A mean metric reduces with ``mean``; corpus BLEU sums counts; macro-F1 builds a confusion
 table. Bootstrap resamples rows of the matrix and reduces again.
+
+Metrics that need the whole corpus at once (a Java tool, a model scoring in batches,
+document frequencies) set ``corpus_stats`` instead of ``stats``: it receives all parsed
+predictions and references of a run and returns the ``(n, k)`` matrix, plus optionally the
+point estimate when that is not ``reduce(matrix)`` (e.g. METEOR's aggregate score); the CI
+then comes from bootstrapping ``reduce`` over the rows and ``ci_method`` says so.
 """
 
 from __future__ import annotations
@@ -19,12 +25,16 @@ from typing import Any
 
 import numpy as np
 
+CorpusStats = Callable[[list[Any], list[Any], "MetricContext"], tuple[np.ndarray, float | None]]
+
 
 @dataclass(frozen=True)
 class MetricContext:
     """Task facts a metric may need: the class labels of a classification task."""
 
     labels: tuple[str, ...] = ()
+    #: per-metric options from the task YAML's ``metric_args`` (e.g. a BERTScore model path)
+    options: dict[str, Any] = field(default_factory=dict)
 
     def label_index(self, value: Any) -> int:
         """Index of ``value`` in ``labels`` (case-insensitive), or -1 if absent/None."""
@@ -43,7 +53,7 @@ class Metric:
 
     name: str
     description: str
-    stats: Callable[[Any, Any, MetricContext], Sequence[float]]
+    stats: Callable[[Any, Any, MetricContext], Sequence[float]] | None
     reduce: Callable[[np.ndarray], float]
     direction: str = "higher"  # "higher" or "lower" is better
     range: tuple[float, float] = (0.0, 1.0)
@@ -53,6 +63,10 @@ class Metric:
     citation: str = ""
     model: str | None = None  # the scoring model, for model-based metrics
     needs_labels: bool = False
+    #: whole-corpus alternative to ``stats`` (see the module docstring)
+    corpus_stats: CorpusStats | None = None
+    #: how the 95% CI is obtained, recorded in results
+    ci_method: str = "percentile bootstrap over samples"
     extra: dict[str, Any] = field(default_factory=dict)
 
     def info(self) -> dict[str, Any]:
@@ -65,6 +79,7 @@ class Metric:
             "averaging": self.averaging,
             "model": self.model,
             "citation": self.citation,
+            "ci_method": self.ci_method,
         }
 
 
