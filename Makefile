@@ -13,6 +13,8 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH_SPEC)"
 	$(BIN)/pip install -q -e ".[test]"
+	# IU X-ray reports ship in torchxrayvision's data folder; --no-deps keeps torchvision out
+	$(BIN)/pip install -q --no-deps torchxrayvision
 	touch $@
 
 setup: $(BIN)/.installed

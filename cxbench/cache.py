@@ -1,4 +1,5 @@
-"""The response cache: SQLite, keyed by model identity + request content + generation settings.
+"""The response cache: SQLite, keyed by model identity + task + sample id + request content +
+generation settings.
 
 Image content enters the key through a hash of each image file's bytes, so moving a data
 set does not invalidate the cache while editing an image does. Each batch is committed as
@@ -43,6 +44,10 @@ def request_key(model_identity: str, request: Request) -> str:
         messages.append({"role": message["role"], "content": content})
     payload = {
         "model": model_identity,
+        # two samples with identical content still get their own entries: a sampled or seeded
+        # model may answer them differently, and results must not depend on the cache state
+        "task": request.task,
+        "sample_id": request.sample_id,
         "messages": messages,
         "generation": request.generation,
         # structured fields are part of what baselines see, so part of the key

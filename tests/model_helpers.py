@@ -44,3 +44,8 @@ def faulty(request) -> str:
     if "crash" in request.sample_id:
         raise RuntimeError("backend exploded")
     return "[10, 10, 50, 50]"
+
+
+def answer_with_id(request) -> str:
+    """Answers with the sample id: same prompt, different answers."""
+    return request.sample_id

@@ -161,3 +161,21 @@ def test_corpus_metrics_score_at_the_end_and_a_failing_one_is_reported(small_tas
     assert not (tmp_path / "random" / "corpus_t.samples.jsonl.partial").exists()
     summary, _ = rescore_log(task, tmp_path / "random" / "corpus_t.samples.jsonl")
     assert summary["metrics"]["test_rel_len"] == result["metrics"]["test_rel_len"]
+
+
+def test_identical_requests_of_different_samples_are_cached_separately(tmp_path):
+    """A seeded model answers per sample id; the warm run must not merge equal-looking samples."""
+    rows = [{"id": f"dup{i}", "images": [], "question": "same text", "target": "x"} for i in range(6)]
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "t.yaml").write_text(
+        f"name: dup\nfamily: vqa_open\ndataset: {{name: jsonl, path: {tmp_path / 'd.jsonl'}}}\n"
+        "prompt: '{question}'\nparser: text\nmetrics: [exact_match]\n"
+    )
+    task = Task.from_yaml(tmp_path / "t.yaml")
+    config = RunConfig(output_dir=tmp_path / "out", cache_path=tmp_path / "c.sqlite", progress=False)
+    logs = []
+    for _ in range(2):
+        run_task(task, load_model(f"python:{HELPERS}:answer_with_id"), config)
+        logs.append((tmp_path / "out" / "python-answer_with_id" / "dup.samples.jsonl").read_text())
+    assert logs[0] == logs[1]
+    assert [json.loads(line)["raw_output"] for line in logs[1].splitlines()[1:]] == [r["id"] for r in rows]

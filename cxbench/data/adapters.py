@@ -3,6 +3,7 @@
 An adapter is looked up by the ``dataset.name`` of a task YAML. Built in:
 
 - ``phantom``: the synthetic CXR data set, generated on first use (see ``phantom.py``);
+- ``iu_xray_reports``: IU X-ray (OpenI) reports from torchxrayvision's packaged data (text only);
 - ``jsonl``: a JSONL file of Sample records (``id, images, question, target, ...``), image
   paths relative to the file; the way to bring a small local data set.
 """
@@ -95,11 +96,20 @@ class JsonlAdapter:
 
 
 _ADAPTERS: dict[str, DatasetAdapter] = {"phantom": PhantomAdapter(), "jsonl": JsonlAdapter()}
+# adapters whose modules load on first use: name -> "module:class"
+_LAZY_ADAPTERS = {"iu_xray_reports": "cxbench.data.iu_xray:IUXrayReportsAdapter"}
 
 
 def get_adapter(name: str) -> DatasetAdapter:
+    if name not in _ADAPTERS and name in _LAZY_ADAPTERS:
+        import importlib
+
+        module, cls = _LAZY_ADAPTERS[name].split(":")
+        _ADAPTERS[name] = getattr(importlib.import_module(module), cls)()
     if name not in _ADAPTERS:
-        raise DataError(f"unknown dataset {name!r}; known: {', '.join(sorted(_ADAPTERS))}")
+        raise DataError(
+            f"unknown dataset {name!r}; known: {', '.join(sorted({*_ADAPTERS, *_LAZY_ADAPTERS}))}"
+        )
     return _ADAPTERS[name]
 
 
