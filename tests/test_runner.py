@@ -104,16 +104,25 @@ def test_interrupted_run_resumes_without_redoing_finished_samples(small_tasks, t
     assert resumed["metrics"] == fresh["metrics"]
 
 
-@pytest.mark.parametrize("spec", ["prior", "random"])
-def test_batch_size_does_not_change_results(small_tasks, tmp_path, spec):
-    task = get_task("small_localization", [small_tasks])
+@pytest.mark.parametrize(
+    "spec, task_name",
+    [
+        ("prior", "small_localization"),
+        ("random", "small_localization"),
+        ("phantom-cnn", "small_localization"),
+        ("phantom-cnn", "small_temporal_comparison"),
+    ],
+)
+def test_batch_size_does_not_change_results(small_tasks, tmp_path, spec, task_name):
+    task = get_task(task_name, [small_tasks])
     results = []
     for batch_size in (1, 8):
         config = RunConfig(
             output_dir=tmp_path / f"b{batch_size}", cache_path="", batch_size=batch_size, progress=False
         )
-        result, _ = run_task(task, load_model(spec), config)
-        log = (tmp_path / f"b{batch_size}" / spec / "small_localization.samples.jsonl").read_text()
+        model = load_model(spec, {"epochs": 2} if spec == "phantom-cnn" else {})
+        result, _ = run_task(task, model, config)
+        log = (tmp_path / f"b{batch_size}" / spec / f"{task_name}.samples.jsonl").read_text()
         results.append((result["metrics"], log))
     assert results[0] == results[1]
 
