@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cxbench.data import phantom
+from cxbench.data import phantom, phantom_render
 from cxbench.data.phantom_reports import IMPRESSION_NORMAL, write_report
 from cxbench.labels import DISEASE_SYNONYMS, DISEASES_14
 
@@ -89,12 +89,12 @@ def test_findings_schema_and_boxes(cases: list[dict]) -> None:
 def test_side_convention() -> None:
     """A patient-left nodule is drawn on the image's right half."""
     rng = np.random.default_rng(0)
-    an = phantom._sample_anatomy(rng)
+    an = phantom_render._sample_anatomy(rng)
     for side in ("left", "right"):
         f = None
         while f is None or f["side"] != side:
-            f = phantom._place(rng, an, "nodule", set(), False)
-        _, (box,) = phantom.render(an, [(f, 2)], SIZE, np.random.default_rng(1))
+            f = phantom_render._place(rng, an, "nodule", set(), False)
+        _, (box,) = phantom_render.render(an, [(f, 2)], SIZE, np.random.default_rng(1))
         centre = (box[0] + box[2]) / 2
         assert centre > 0.5 if side == "left" else centre < 0.5
 
@@ -177,14 +177,14 @@ def test_write_report_partial_and_varied() -> None:
 
 def test_rendered_findings_change_pixels() -> None:
     rng = np.random.default_rng(7)
-    an = phantom._sample_anatomy(rng)
-    base, _ = phantom.render(an, [], SIZE, np.random.default_rng(1))
+    an = phantom_render._sample_anatomy(rng)
+    base, _ = phantom_render.render(an, [], SIZE, np.random.default_rng(1))
     for label in DISEASES_14:
-        f = phantom._place(rng, an, label, set(), label == "cardiomegaly")
+        f = phantom_render._place(rng, an, label, set(), label == "cardiomegaly")
         assert f is not None, label
         prev = 0.0
         for sev in (1, 2, 3):
-            img, (box,) = phantom.render(an, [(f, sev)], SIZE, np.random.default_rng(1))
+            img, (box,) = phantom_render.render(an, [(f, sev)], SIZE, np.random.default_rng(1))
             x1, y1, x2, y2 = (int(round(v * SIZE)) for v in box)
             diff = np.abs(img[y1:y2, x1:x2].astype(float) - base[y1:y2, x1:x2]).mean()
             assert diff > 6, (label, sev, diff)
