@@ -171,10 +171,14 @@ def _cmd_tasks(args: argparse.Namespace) -> int:
 def _cmd_metrics(args: argparse.Namespace) -> int:
     from cxbench import metrics
 
-    print("| metric | better | averaging | description |\n|---|---|---|---|")
+    print("| metric | better | averaging | model | description |\n|---|---|---|---|---|")
     for name in metrics.names():
-        m = metrics.get(name)
-        print(f"| {name} | {m.direction} | {m.averaging} | {m.description} |")
+        try:
+            m = metrics.get(name)
+        except Exception as exc:  # e.g. SPICE without its jars
+            print(f"| {name} | | | | unavailable here: {exc} |")
+            continue
+        print(f"| {name} | {m.direction} | {m.averaging} | {m.model or ''} | {m.description} |")
     return 0
 
 

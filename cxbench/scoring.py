@@ -23,13 +23,31 @@ from cxbench.metrics.base import Metric, MetricContext
 from cxbench.stats import bootstrap_ci
 from cxbench.tasks import Task
 
+_WARNED: set[str] = set()
+
+
+def _warn_unavailable(name: str, exc: Exception) -> None:
+    """Print why a metric is unavailable, in full once per process, then briefly."""
+    if name in _WARNED:
+        print(f"cxbench: metric {name} unavailable (see above)", file=sys.stderr)
+    else:
+        _WARNED.add(name)
+        print(f"cxbench: metric {name} unavailable: {exc}", file=sys.stderr)
+
 
 class Scorer:
     """Accumulates the statistics of every metric of a task over a run."""
 
     def __init__(self, task: Task) -> None:
         self.task = task
-        self.metrics = [metric_registry.get(name) for name in task.metrics]
+        self.unavailable: dict[str, str] = {}
+        self.metrics = []
+        for name in task.metrics:
+            try:
+                self.metrics.append(metric_registry.get(name))
+            except Exception as exc:  # e.g. SPICE without its jars: report it, score the rest
+                self.unavailable[name] = f"{type(exc).__name__}: {exc}"
+                _warn_unavailable(name, exc)
         args = task.config.get("metric_args") or {}
         self.ctx = {
             m.name: MetricContext(labels=task.labels, options=dict(args.get(m.name, {})))
@@ -39,7 +57,6 @@ class Scorer:
         self.rows: dict[str, array] = {m.name: array("d") for m in self.metrics}
         self.width: dict[str, int] = {}
         self.corpus_values: dict[str, float] = {}
-        self.unavailable: dict[str, str] = {}
 
     @property
     def corpus_metrics(self) -> list[Metric]:
@@ -78,7 +95,7 @@ class Scorer:
                 )
             except Exception as exc:  # a missing model or tool must not lose the run
                 self.unavailable[metric.name] = f"{type(exc).__name__}: {exc}"
-                print(f"cxbench: metric {metric.name} unavailable: {exc}", file=sys.stderr)
+                _warn_unavailable(metric.name, exc)
                 continue
             for i, row in enumerate(matrix):
                 self._store(metric, row.tolist(), str(i))
@@ -88,7 +105,11 @@ class Scorer:
 
     def aggregate(self, n_bootstrap: int, seed: int) -> dict[str, Any]:
         """Metric values with 95% bootstrap CIs and metadata, for the result file."""
-        out: dict[str, Any] = {}
+        out: dict[str, Any] = {
+            name: {"value": None, "ci95": None, "unavailable": reason}
+            for name, reason in self.unavailable.items()
+            if name not in self.rows
+        }
         for metric in self.metrics:
             info = {k: v for k, v in metric.info().items() if k != "name"}
             if metric.name in self.unavailable:
@@ -106,6 +127,16 @@ class Scorer:
                 value = metric.reduce(matrix) if len(matrix) else float("nan")
             low, high = bootstrap_ci(matrix, metric.reduce, n_boot=n_bootstrap, seed=seed)
             out[metric.name] = {"value": round(value, 6), "ci95": [round(low, 6), round(high, 6)], **info}
+            if metric.breakdown is not None and len(matrix):
+                parts = metric.breakdown(matrix)
+                labels = self.ctx[metric.name].labels
+                out[metric.name]["breakdown"] = {
+                    # integer class keys name the task's labels
+                    (labels[int(k)] if k.isdigit() and int(k) < len(labels) else k): (
+                        None if v != v else round(v, 6)  # NaN (undefined) -> null
+                    )
+                    for k, v in parts.items()
+                }
         return out
 
 

@@ -60,7 +60,8 @@ def test_listing_commands(capsys):
         assert f"| {task} |" in out
     assert "mean_recall_at_1" in out and "mean_iou" in out
     assert main(["metrics"]) == 0
-    assert "| bleu4 | higher | corpus |" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "| bleu4 | higher | corpus |" in out and "| spice | | | | unavailable here" in out
 
 
 def test_bad_input_gives_a_clear_error_not_a_traceback(tmp_path, capsys):

@@ -99,3 +99,27 @@ def test_bootstrap_ci_is_deterministic_and_brackets_the_mean():
     rows = np.array([bleu_stats("a b c", "a b c"), bleu_stats("x y z", "a b c")] * 20, dtype=float)
     low, high = bootstrap_ci(rows, metrics.get("bleu1").reduce, n_boot=200, seed=0)
     assert 0.2 < low <= 0.5 <= high < 0.8
+
+
+def test_importing_cxbench_and_its_metric_modules_loads_no_model_and_starts_no_java():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, cxbench, cxbench.cli, cxbench.metrics as m\n"
+        "import cxbench.metrics.nlg, cxbench.metrics.bertscore, cxbench.metrics.radgraph\n"
+        "import cxbench.metrics.chexbert, cxbench.metrics.clinical, cxbench.metrics.chexpert_labeler\n"
+        "[m.get(n) for n in m.names() if n != 'spice']\n"
+        "names = ('torch', 'transformers', 'bert_score', 'radgraph', 'f1chexbert')\n"
+        "heavy = [k for k in names if k in sys.modules]\n"
+        "import os\n"
+        "def ppid(p):\n"
+        "    try:\n"
+        "        return open(f'/proc/{p}/stat').read().rsplit(') ', 1)[1].split()[1]\n"
+        "    except OSError:\n"
+        "        return None\n"
+        "kids = [p for p in os.listdir('/proc') if p.isdigit() and ppid(p) == str(os.getpid())]\n"
+        "print(heavy, kids)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[] []"

@@ -18,7 +18,8 @@ import numpy as np
 
 from cxbench.metrics.base import Metric, MetricContext
 
-# name -> "module:attribute"; a plugin may add entries with ``register_lazy``.
+# name -> "module:attribute" (an attribute that is a dict is indexed by the metric name);
+# a plugin may add entries with ``register_lazy``.
 _LAZY: dict[str, str] = {
     "accuracy": "cxbench.metrics.classification:ACCURACY",
     "macro_f1": "cxbench.metrics.classification:MACRO_F1",
@@ -32,6 +33,29 @@ _LAZY: dict[str, str] = {
     "rouge_l": "cxbench.metrics.nlg:ROUGE_L",
     "mean_iou": "cxbench.metrics.grounding:MEAN_IOU",
     "acc_iou50": "cxbench.metrics.grounding:ACC_AT_IOU50",
+    "cider_d": "cxbench.metrics.nlg:CIDER_D",
+    "meteor": "cxbench.metrics.nlg:METEOR",
+    "spice": "cxbench.metrics.nlg:SPICE",
+    "bertscore_p_minilm": "cxbench.metrics.bertscore:BERTSCORE_P",
+    "bertscore_r_minilm": "cxbench.metrics.bertscore:BERTSCORE_R",
+    "bertscore_f1_minilm": "cxbench.metrics.bertscore:BERTSCORE_F1",
+    **{
+        name: "cxbench.metrics.clinical:CLINICAL_METRICS"
+        for name in (
+            *(f"chexpert_{a}_f1_{n}{v}" for a in ("micro", "macro") for n in (14, 5) for v in ("", "_upos")),
+            "chexpert_micro_precision_14",
+            "chexpert_micro_recall_14",
+        )
+    },
+    **{
+        f"radgraph_f1_{variant}": "cxbench.metrics.radgraph:RADGRAPH_METRICS"
+        for variant in ("simple", "partial", "complete")
+    },
+    **{
+        f"chexbert_{avg}_f1_{n}": "cxbench.metrics.chexbert:CHEXBERT_METRICS"
+        for avg in ("micro", "macro")
+        for n in (14, 5)
+    },
 }
 _LOADED: dict[str, Metric] = {}
 
@@ -60,6 +84,8 @@ def get(name: str) -> Metric:
         raise KeyError(f"unknown metric {name!r}; known metrics: {', '.join(names())}")
     module_name, attribute = _LAZY[name].split(":")
     metric = getattr(importlib.import_module(module_name), attribute)
+    if isinstance(metric, dict):
+        metric = metric[name]
     _LOADED[name] = metric
     return metric
 
@@ -70,6 +96,8 @@ def corpus_matrix(
     """The (n, k) stats matrix of a corpus and the metric's value on it."""
     if len(predictions) != len(references):
         raise ValueError(f"{len(predictions)} predictions but {len(references)} references")
+    if len(predictions) == 0:
+        return np.zeros((0, 1)), float("nan")
     if metric.corpus_stats is not None:
         matrix, value = metric.corpus_stats(list(predictions), list(references), ctx)
         matrix = np.asarray(matrix, dtype=float).reshape(len(predictions), -1)

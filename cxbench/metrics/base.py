@@ -65,6 +65,8 @@ class Metric:
     needs_labels: bool = False
     #: whole-corpus alternative to ``stats`` (see the module docstring)
     corpus_stats: CorpusStats | None = None
+    #: per-class values (e.g. F1 per CheXpert observation) from the stats matrix, kept in results
+    breakdown: Callable[[np.ndarray], dict[str, float]] | None = None
     #: how the 95% CI is obtained, recorded in results
     ci_method: str = "percentile bootstrap over samples"
     extra: dict[str, Any] = field(default_factory=dict)

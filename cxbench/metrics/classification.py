@@ -116,4 +116,5 @@ MEAN_RECALL_AT_1 = Metric(
     sample_value=lambda row: float(row[1]),
     needs_labels=True,
     citation="CX-Mind (Li et al., 2025), Rui-CXR top-1 diagnosis protocol",
+    breakdown=lambda matrix: {str(k): v for k, v in per_class_recall(matrix).items()},
 )
