@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from cxbench.cache import ResponseCache, request_key
+from cxbench.metrics.base import Output
 from cxbench.models.base import Model
 from cxbench.paths import cache_dir
 from cxbench.results import now_iso, package_versions, write_result
@@ -217,7 +218,7 @@ def _run_batch(task, model, identity, batch, cache, scorer, log, stats) -> None:
     for i, sample in enumerate(batch):
         response = responses.get(i)
         outcome = score_row(task, sample, response, errors[i])
-        row_stats, values = scorer.score(sample, outcome["parsed"])
+        row_stats, values = scorer.score(sample, outcome["parsed"], outcome["text"])
         error = outcome["error"]
         if error:
             stats.errors[error[0]] += 1
@@ -273,11 +274,14 @@ def rescore_log(
                 outcome["text"] = record.get("raw_output", "")
             else:
                 outcome = score_row(task, sample, Response(text=record.get("raw_output") or ""), None)
-            row_stats, values = scorer.score(sample, outcome["parsed"])
+            row_stats, values = scorer.score(sample, outcome["parsed"], outcome["text"])
             if outcome["error"]:
                 errors[outcome["error"][0]] += 1
             rows.append({**record, "parsed": outcome["parsed"], "scores": values, "stats": row_stats})
-    matrices = scorer.score_corpus([r["parsed"] for r in rows], [r["sample"]["target"] for r in rows])
+    outputs = [Output(r.get("raw_output") or "", r["parsed"], Sample(**r["sample"])) for r in rows]
+    matrices = scorer.score_corpus(
+        [r["parsed"] for r in rows], [r["sample"]["target"] for r in rows], outputs
+    )
     for name, matrix in matrices.items():
         for row, stats_row in zip(rows, matrix, strict=True):
             row["stats"][name] = stats_row.tolist()

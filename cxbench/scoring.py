@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 
 from cxbench import metrics as metric_registry
-from cxbench.metrics.base import Metric, MetricContext
+from cxbench.metrics.base import Metric, MetricContext, Output
+from cxbench.schema import Sample
 from cxbench.stats import bootstrap_ci
 from cxbench.tasks import Task
 
@@ -67,14 +68,17 @@ class Scorer:
             raise ValueError(f"metric {metric.name!r} returned {len(row)} stats for sample {sample_id!r}")
         self.rows[metric.name].extend(row)
 
-    def score(self, sample: Any, parsed: Any) -> tuple[dict[str, list[float]], dict[str, float | None]]:
+    def score(
+        self, sample: Any, parsed: Any, raw: str = ""
+    ) -> tuple[dict[str, list[float]], dict[str, float | None]]:
         """Per-sample metrics of one sample: (stats by metric, display value by metric)."""
         stats, values = {}, {}
         for metric in self.metrics:
             if metric.corpus_stats is not None:
                 continue
+            prediction = Output(raw, parsed, sample) if metric.inputs == "output" else parsed
             try:
-                row = [float(v) for v in metric.stats(parsed, sample.target, self.ctx[metric.name])]
+                row = [float(v) for v in metric.stats(prediction, sample.target, self.ctx[metric.name])]
             except Exception as exc:
                 raise ValueError(
                     f"task {self.task.name!r}, sample {sample.id!r}: metric {metric.name!r} failed "
@@ -85,14 +89,16 @@ class Scorer:
             values[metric.name] = metric.sample_value(np.asarray(row)) if metric.sample_value else None
         return stats, values
 
-    def score_corpus(self, predictions: list[Any], references: list[Any]) -> dict[str, np.ndarray]:
+    def score_corpus(
+        self, predictions: list[Any], references: list[Any], outputs: list[Output] | None = None
+    ) -> dict[str, np.ndarray]:
         """Run the corpus metrics; returns each one's (n, k) matrix (unavailable ones are skipped)."""
         matrices = {}
         for metric in self.corpus_metrics:
+            inputs = outputs if metric.inputs == "output" and outputs is not None else predictions
             try:
-                matrix, value = metric_registry.corpus_matrix(
-                    metric, predictions, references, self.ctx[metric.name]
-                )
+                ctx = self.ctx[metric.name]
+                matrix, value = metric_registry.corpus_matrix(metric, inputs, references, ctx)
             except Exception as exc:  # a missing model or tool must not lose the run
                 self.unavailable[metric.name] = f"{type(exc).__name__}: {exc}"
                 _warn_unavailable(metric.name, exc)
@@ -151,11 +157,14 @@ def _log_rows(path: Path) -> Iterator[dict[str, Any]]:
 def finish_log(scorer: Scorer, partial: Path, final: Path) -> None:
     """Score corpus metrics from a finished partial log and write the final log with their values."""
     if scorer.corpus_metrics:
-        predictions, references = [], []
+        predictions, references, outputs = [], [], []
+        needs_outputs = any(m.inputs == "output" for m in scorer.corpus_metrics)
         for row in _log_rows(partial):
             predictions.append(row["parsed"])
             references.append(row["sample"]["target"])
-        matrices = scorer.score_corpus(predictions, references)
+            if needs_outputs:
+                outputs.append(Output(row["raw_output"], row["parsed"], Sample(**row["sample"])))
+        matrices = scorer.score_corpus(predictions, references, outputs if needs_outputs else None)
         by_name = {m.name: m for m in scorer.corpus_metrics}
         tmp = final.with_name(final.name + ".tmp")
         with partial.open(encoding="utf-8") as source, tmp.open("w", encoding="utf-8") as target:

@@ -188,3 +188,29 @@ def test_identical_requests_of_different_samples_are_cached_separately(tmp_path)
         logs.append((tmp_path / "out" / "python-answer_with_id" / "dup.samples.jsonl").read_text())
     assert logs[0] == logs[1]
     assert [json.loads(line)["raw_output"] for line in logs[1].splitlines()[1:]] == [r["id"] for r in rows]
+
+
+def test_output_metrics_receive_raw_text_and_the_sample(small_tasks, tmp_path):
+    from cxbench import metrics
+    from cxbench.metrics.base import Metric, Output, mean_reduce
+
+    seen = []
+
+    def stats(output, target, ctx):
+        assert isinstance(output, Output)
+        seen.append((output.raw, output.parsed, output.sample.metadata["findings"]))
+        return [float(len(output.raw) > 0)]
+
+    metrics.register(Metric("test_raw_nonempty", "test", stats=stats, reduce=mean_reduce, inputs="output"))
+    (tmp_path / "t.yaml").write_text(
+        "name: raw_t\nfamily: vqa_closed\n"
+        "dataset: {name: phantom, split: test, n_cases: 80, seed: 0, size: 128}\n"
+        "prompt: '{question}'\nparser: closed\nlabels: closed\nmetrics: [accuracy, test_raw_nonempty]\n"
+    )
+    task = Task.from_yaml(tmp_path / "t.yaml")
+    result, _ = run_task(
+        task, load_model("prior"), RunConfig(output_dir=tmp_path, cache_path="", progress=False)
+    )
+    assert result["metrics"]["test_raw_nonempty"]["value"] == 1.0
+    assert len(seen) == result["n"] and all(raw in ("yes", "no", "A", "B", "C", "D") for raw, _, _ in seen)
+    assert any(findings for _, _, findings in seen)

@@ -45,6 +45,8 @@ def _metadata(case: dict[str, Any], split: str) -> dict[str, Any]:
         "study_date": case["study_date"],
         "view": case["view"],
         "image_size": [case["width"], case["height"]],
+        # ground truth of the whole study, for metrics on the reasoning (never sent to models)
+        "findings": [{k: f[k] for k in ("label", "severity", "box", "region")} for f in case["findings"]],
     }
 
 

@@ -25,6 +25,17 @@ from typing import Any
 
 import numpy as np
 
+
+@dataclass(frozen=True)
+class Output:
+    """What a metric with ``inputs="output"`` receives as its prediction: the model's raw text,
+    the parsed answer and the whole Sample (for metrics on the reasoning itself)."""
+
+    raw: str
+    parsed: Any
+    sample: Any
+
+
 CorpusStats = Callable[[list[Any], list[Any], "MetricContext"], tuple[np.ndarray, float | None]]
 
 
@@ -65,6 +76,8 @@ class Metric:
     needs_labels: bool = False
     #: whole-corpus alternative to ``stats`` (see the module docstring)
     corpus_stats: CorpusStats | None = None
+    #: "parsed": stats/corpus_stats get parsed answers; "output": they get ``Output`` records
+    inputs: str = "parsed"
     #: per-class values (e.g. F1 per CheXpert observation) from the stats matrix, kept in results
     breakdown: Callable[[np.ndarray], dict[str, float]] | None = None
     #: how the 95% CI is obtained, recorded in results
