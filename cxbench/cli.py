@@ -76,6 +76,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("metrics", help="list metrics")
 
+    board = sub.add_parser("leaderboard", help="build leaderboards from result files")
+    board_sub = board.add_subparsers(dest="board_command")
+    build = board_sub.add_parser("build", help="tables, plots and an HTML page for a leaderboard")
+    build.add_argument("name", help="leaderboard name (leaderboards/NAME.yaml) or a YAML path")
+    build.add_argument("--results", default=None, help="results folder (default: the YAML's)")
+    build.add_argument("--output", default=None, help="output folder (default: leaderboards/NAME/)")
+
+    from cxbench.serve import add_serve_arguments
+
+    serve = sub.add_parser("serve", help="serve any cxbench model as an OpenAI-compatible endpoint")
+    add_serve_arguments(serve)
+
+    browse = sub.add_parser("browse", help="static HTML pages to read a run sample by sample")
+    browse.add_argument("run", help="a results/<model>/ folder or one *.samples.jsonl log")
+    browse.add_argument("--output", default=None, help="output file (one log) or folder")
+
     data = sub.add_parser("data", help="data sets")
     data_sub = data.add_subparsers(dest="data_command")
     phantom = data_sub.add_parser("phantom", help="generate the synthetic phantom CXR data set")
@@ -194,12 +210,39 @@ def _cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_leaderboard(args: argparse.Namespace) -> int:
+    from cxbench.report.leaderboard import build
+
+    if args.board_command != "build":
+        raise ValueError("usage: cxbench leaderboard build NAME [--results DIR] [--output DIR]")
+    out = build(args.name, results_dir=args.results, output=args.output)
+    print(f"leaderboard written to {out}/ (index.html, leaderboard.md/.csv/.tex, plots/)")
+    return 0
+
+
+def _cmd_browse(args: argparse.Namespace) -> int:
+    from cxbench.report.browser import browse
+
+    for page in browse(args.run, args.output):
+        print(page)
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from cxbench.serve import cli_serve
+
+    return cli_serve(args)
+
+
 COMMANDS = {
     "run": _cmd_run,
     "score": _cmd_score,
     "tasks": _cmd_tasks,
     "metrics": _cmd_metrics,
     "data": _cmd_data,
+    "leaderboard": _cmd_leaderboard,
+    "browse": _cmd_browse,
+    "serve": _cmd_serve,
 }
 
 
@@ -212,11 +255,20 @@ def main(argv: list[str] | None = None) -> int:
     from cxbench.cache import CacheError
     from cxbench.data.adapters import DataError
     from cxbench.models.base import ModelError
+    from cxbench.report.leaderboard import LeaderboardError
     from cxbench.tasks import TaskError
 
     try:
         return COMMANDS[args.command](args)
-    except (TaskError, ModelError, DataError, CacheError, ValueError, FileNotFoundError) as exc:
+    except (
+        TaskError,
+        ModelError,
+        DataError,
+        CacheError,
+        LeaderboardError,
+        ValueError,
+        FileNotFoundError,
+    ) as exc:
         print(f"cxbench: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -49,3 +49,11 @@ def faulty(request) -> str:
 def answer_with_id(request) -> str:
     """Answers with the sample id: same prompt, different answers."""
     return request.sample_id
+
+
+def hostile(request) -> str:
+    """Outputs markup that must render as text, never execute."""
+    return (
+        "<think><script>document.title='pwned'</script> looks fine</think>"
+        "<answer>yes <img src=x onerror=\"document.title='pwned'\"></answer>"
+    )

@@ -8,6 +8,7 @@ spec                   backend
 ``phantom-cnn``        small CNN trained on the phantom train split (cached)
 ``predictions:F``      answers read from a JSONL file ``{"id": ..., "output": ...}``
 ``python:MOD:FN``      any callable ``FN(request) -> str``; MOD is a module or a .py path
+``openai:MODEL``       any OpenAI-compatible chat-completions server (``base_url=...``)
 =====================  ================================================================
 """
 
@@ -65,13 +66,17 @@ def load_model(spec: str, model_args: dict[str, Any] | None = None) -> Model:
         from cxbench.models.external import PredictionsModel
 
         return PredictionsModel(rest, **args)
+    if kind == "openai":
+        from cxbench.models.openai_compat import OpenAIModel
+
+        return OpenAIModel(rest, **args)
     if kind == "python":
         from cxbench.models.external import PythonModel
 
         return PythonModel(rest, **args)
     raise ModelError(
         f"unknown model spec {spec!r}; use one of: prior, random, phantom-cnn, "
-        "predictions:FILE.jsonl, python:module:function"
+        "predictions:FILE.jsonl, python:module:function, openai:MODEL_NAME"
     )
 
 

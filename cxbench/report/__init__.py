@@ -1,0 +1,1 @@
+"""Publication output: results tables (LaTeX, Markdown, CSV) built from result files."""
