@@ -83,7 +83,16 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--results", default=None, help="results folder (default: the YAML's)")
     build.add_argument("--output", default=None, help="output folder (default: leaderboards/NAME/)")
 
+    from cxbench.compare import add_compare_arguments
+    from cxbench.report.tables import add_table_arguments
     from cxbench.serve import add_serve_arguments
+
+    compare = sub.add_parser(
+        "compare", help="paired significance test of a candidate run against a baseline (CI gate)"
+    )
+    add_compare_arguments(compare)
+    table = sub.add_parser("table", help="paper tables (LaTeX/Markdown/CSV) from result files")
+    add_table_arguments(table)
 
     serve = sub.add_parser("serve", help="serve any cxbench model as an OpenAI-compatible endpoint")
     add_serve_arguments(serve)
@@ -228,6 +237,18 @@ def _cmd_browse(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from cxbench.compare import cli_compare
+
+    return cli_compare(args)
+
+
+def _cmd_table(args: argparse.Namespace) -> int:
+    from cxbench.report.tables import cli_table
+
+    return cli_table(args)
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     from cxbench.serve import cli_serve
 
@@ -243,6 +264,8 @@ COMMANDS = {
     "leaderboard": _cmd_leaderboard,
     "browse": _cmd_browse,
     "serve": _cmd_serve,
+    "compare": _cmd_compare,
+    "table": _cmd_table,
 }
 
 

@@ -1,1 +1,1 @@
-"""Publication output: results tables (LaTeX, Markdown, CSV) built from result files."""
+"""Reports built from result files and per-sample logs: tables, leaderboards, sample browsers."""
