@@ -57,3 +57,33 @@ def hostile(request) -> str:
         "<think><script>document.title='pwned'</script> looks fine</think>"
         "<answer>yes <img src=x onerror=\"document.title='pwned'\"></answer>"
     )
+
+
+def _cx_mind(request, planted: str | None) -> str:
+    """CX-Mind-style interleaved reasoning over the options, choosing the first option."""
+    letters = "ABCD"
+    steps = []
+    for i, option in enumerate(request.choices or []):
+        mark = "✅" if i == 0 else "❌"
+        steps.append(
+            f"<think>Option {letters[i]}: {option}. Compare the image with its signs.</think>"
+            f"<answer>{letters[i]}) {mark}</answer>"
+        )
+    summary = "The findings support option A."
+    if planted:
+        summary = f"There is a large {planted}. " + summary
+    steps.append(f"<think>{summary}</think><answer>A) ✅</answer>")
+    return "".join(steps)
+
+
+def cx_mind_clean(request) -> str:
+    return _cx_mind(request, None) if request.choices else "<think>Checking.</think><answer>no</answer>"
+
+
+def cx_mind_planted(request) -> str:
+    """Well-formed reasoning that asserts a right pneumothorax in every study."""
+    return (
+        _cx_mind(request, "right pneumothorax")
+        if request.choices
+        else ("<think>There is a large right pneumothorax.</think><answer>no</answer>")
+    )

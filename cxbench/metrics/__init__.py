@@ -48,6 +48,20 @@ _LAZY: dict[str, str] = {
         )
     },
     **{
+        name: "cxbench.metrics.reasoning:REASONING_METRICS"
+        for name in (
+            "format_valid",
+            "reasoning_steps",
+            "think_token_ratio",
+            "verdict_accuracy",
+            "self_consistency",
+            "hallucination_rate",
+            "omission_rate",
+            "grounding_iou",
+            "grounding_acc50",
+        )
+    },
+    **{
         f"radgraph_f1_{variant}": "cxbench.metrics.radgraph:RADGRAPH_METRICS"
         for variant in ("simple", "partial", "complete")
     },
