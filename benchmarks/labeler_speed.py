@@ -13,42 +13,26 @@ process, pinned to one CPU where the OS allows it; regex compilation at import i
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import statistics
 import sys
-import tarfile
 import time
-import xml.etree.ElementTree as ElementTree
-from pathlib import Path
 
 
 def iu_reports() -> list[str] | None:
     """FINDINGS + IMPRESSION of every IU X-ray report, or None without torchxrayvision."""
-    spec = importlib.util.find_spec("torchxrayvision")
-    if spec is None or not spec.submodule_search_locations:
+    from cxbench.data.adapters import DataError
+    from cxbench.data.iu_xray import load_reports
+
+    try:
+        reports = load_reports()
+    except DataError:
         return None
-    archive = Path(list(spec.submodule_search_locations)[0]) / "data" / "NLMCXR_reports.tgz"
-    if not archive.is_file():
-        return None
-    texts = []
-    with tarfile.open(archive) as tar:
-        for member in tar:
-            if not (member.isfile() and member.name.endswith(".xml")):
-                continue
-            handle = tar.extractfile(member)
-            if handle is None:
-                continue
-            root = ElementTree.fromstring(handle.read())
-            sections = {}
-            for node in root.iter("AbstractText"):
-                if node.get("Label") in ("FINDINGS", "IMPRESSION"):
-                    sections[node.get("Label")] = " ".join((node.text or "").split())
-            if any(sections.values()):
-                texts.append(
-                    f"FINDINGS: {sections.get('FINDINGS', '')}\nIMPRESSION: {sections.get('IMPRESSION', '')}"
-                )
-    return texts
+    return [
+        f"FINDINGS: {r['FINDINGS']}\nIMPRESSION: {r['IMPRESSION']}"
+        for r in reports
+        if r["FINDINGS"] or r["IMPRESSION"]
+    ]
 
 
 def phantom_reports(n: int = 4000, seed: int = 0) -> list[str]:

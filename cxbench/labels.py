@@ -39,5 +39,25 @@ DISEASE_SYNONYMS: dict[str, tuple[str, ...]] = {
     "hernia": ("hernia", "hiatal hernia", "hiatus hernia"),
 }
 
+#: The 14 CheXpert observations in the official order (CheXpert labeler, CheXbert, clinical F1).
+CHEXPERT_14: tuple[str, ...] = (
+    "No Finding",
+    "Enlarged Cardiomediastinum",
+    "Cardiomegaly",
+    "Lung Lesion",
+    "Lung Opacity",
+    "Edema",
+    "Consolidation",
+    "Pneumonia",
+    "Atelectasis",
+    "Pneumothorax",
+    "Pleural Effusion",
+    "Pleural Other",
+    "Fracture",
+    "Support Devices",
+)
+#: The five common observations of the "-5" clinical F1 variants.
+CHEXPERT_5: tuple[str, ...] = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion")
+
 #: Change labels of the temporal comparison task (prior -> current).
 CHANGE_LABELS: tuple[str, ...] = ("improved", "stable", "worsened")

@@ -40,3 +40,17 @@ def small_tasks(tmp_path_factory) -> Path:
 
 
 HELPERS = Path(__file__).parent / "model_helpers.py"
+
+
+def chromium_flags(profile: Path) -> list[str]:
+    """Headless Chromium flags for this closed network (no background connections)."""
+    return [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        f"--user-data-dir={profile}",
+    ]

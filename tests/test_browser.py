@@ -6,7 +6,7 @@ import shutil
 import subprocess
 
 import pytest
-from conftest import HELPERS
+from conftest import HELPERS, chromium_flags
 
 from cxbench.cli import main
 from cxbench.models import load_model
@@ -54,14 +54,7 @@ def test_hostile_page_executes_nothing_in_a_real_browser(hostile_run, tmp_path):
     dom = subprocess.run(
         [
             "chromium",
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--no-first-run",
-            f"--user-data-dir={tmp_path / 'p'}",
+            *chromium_flags(tmp_path / "p"),
             "--dump-dom",
             (tmp_path / "page.html").as_uri(),
         ],

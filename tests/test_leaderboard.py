@@ -7,6 +7,7 @@ import shutil
 import subprocess
 
 import pytest
+from conftest import chromium_flags
 
 from cxbench.cli import main
 from cxbench.models import load_model
@@ -70,16 +71,7 @@ def test_unknown_leaderboard_is_a_clear_error(tmp_path, capsys):
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is not installed")
 def test_page_renders_in_headless_chromium(board, tmp_path):
     out, results = board
-    flags = [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        f"--user-data-dir={tmp_path / 'p'}",
-    ]
+    flags = chromium_flags(tmp_path / "p")
     page = (out / "index.html").as_uri()
     shot = tmp_path / "board.png"
     subprocess.run(

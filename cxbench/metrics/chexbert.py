@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from cxbench.labels import CHEXPERT_5, CHEXPERT_14
 from cxbench.metrics.base import Metric, MetricContext
 from cxbench.metrics.radgraph import (
     HF_REPO,
@@ -53,23 +54,8 @@ from cxbench.metrics.radgraph import (
     torch_device,
 )
 
-CHEXPERT_LABELS = (
-    "No Finding",
-    "Enlarged Cardiomediastinum",
-    "Cardiomegaly",
-    "Lung Lesion",
-    "Lung Opacity",
-    "Edema",
-    "Consolidation",
-    "Pneumonia",
-    "Atelectasis",
-    "Pneumothorax",
-    "Pleural Effusion",
-    "Pleural Other",
-    "Fracture",
-    "Support Devices",
-)
-CHEXBERT_5_LABELS = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion")
+CHEXPERT_LABELS = CHEXPERT_14
+CHEXBERT_5_LABELS = CHEXPERT_5
 INDEX_5 = tuple(CHEXPERT_LABELS.index(name) for name in CHEXBERT_5_LABELS)
 #: the labeler's output heads, in order (CheXbert's CONDITIONS; f1chexbert's target_names)
 MODEL_HEAD_ORDER = (

@@ -79,28 +79,15 @@ from typing import Any
 import numpy as np
 import yaml
 
+from cxbench.labels import CHEXPERT_5, CHEXPERT_14
+
 try:  # the regex parser's width computation orders alternatives longest first
     from re import _parser as _sre_parse  # Python >= 3.11
 except ImportError:  # pragma: no cover - Python 3.10
     import sre_parse as _sre_parse  # type: ignore[no-redef]
 
-OBSERVATIONS: tuple[str, ...] = (
-    "No Finding",
-    "Enlarged Cardiomediastinum",
-    "Cardiomegaly",
-    "Lung Lesion",
-    "Lung Opacity",
-    "Edema",
-    "Consolidation",
-    "Pneumonia",
-    "Atelectasis",
-    "Pneumothorax",
-    "Pleural Effusion",
-    "Pleural Other",
-    "Fracture",
-    "Support Devices",
-)
-COMMON_5: tuple[str, ...] = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion")
+OBSERVATIONS: tuple[str, ...] = CHEXPERT_14
+COMMON_5: tuple[str, ...] = CHEXPERT_5
 #: observations whose positive or uncertain label rules out "No Finding"
 PATHOLOGIES: tuple[str, ...] = OBSERVATIONS[1:13]
 PHRASES_FILE = Path(__file__).parent / "chexpert_phrases.yaml"
