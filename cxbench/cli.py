@@ -83,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--results", default=None, help="results folder (default: the YAML's)")
     build.add_argument("--output", default=None, help="output folder (default: leaderboards/NAME/)")
 
+    from cxbench.arena import add_arena_arguments
     from cxbench.compare import add_compare_arguments
     from cxbench.report.tables import add_table_arguments
     from cxbench.serve import add_serve_arguments
@@ -91,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
         "compare", help="paired significance test of a candidate run against a baseline (CI gate)"
     )
     add_compare_arguments(compare)
+    arena = sub.add_parser("arena", help="pairwise Report Arena judging with Bradley-Terry ratings")
+    add_arena_arguments(arena)
     table = sub.add_parser("table", help="paper tables (LaTeX/Markdown/CSV) from result files")
     add_table_arguments(table)
 
@@ -243,6 +246,12 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return cli_compare(args)
 
 
+def _cmd_arena(args: argparse.Namespace) -> int:
+    from cxbench.arena import cli_arena
+
+    return cli_arena(args)
+
+
 def _cmd_table(args: argparse.Namespace) -> int:
     from cxbench.report.tables import cli_table
 
@@ -266,6 +275,7 @@ COMMANDS = {
     "serve": _cmd_serve,
     "compare": _cmd_compare,
     "table": _cmd_table,
+    "arena": _cmd_arena,
 }
 
 
