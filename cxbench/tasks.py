@@ -288,6 +288,11 @@ def discover(include_paths: Iterable[str | Path] = ()) -> dict[str, Task]:
 
 
 def get_task(name: str, include_paths: Iterable[str | Path] = ()) -> Task:
+    if "@" in name:  # a robustness variant: TASK@VARIANT[:SEED]...
+        from cxbench.variants import apply_variants, parse_task_name
+
+        base, variants = parse_task_name(name)
+        return apply_variants(get_task(base, include_paths), variants)
     tasks = discover(include_paths)
     if name not in tasks:
         raise TaskError(f"unknown task {name!r}; known tasks: {', '.join(sorted(tasks))}")
