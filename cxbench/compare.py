@@ -314,13 +314,18 @@ def compare_logs(
     base_path, cand_path = _resolve_log(base_log), _resolve_log(cand_log)
     base, cand = _read_log(base_path), _read_log(cand_path)
     b_task, c_task = base.header["task"], cand.header["task"]
-    if b_task != c_task:
+    # a robustness variant (TASK@VARIANT) keeps its base task's sample ids: compare against the base
+    if b_task.split("@")[0] != c_task.split("@")[0]:
         raise CompareError(
             f"the logs are for different tasks: {base.path} is {b_task!r}, {cand.path} is {c_task!r}"
         )
     notes: list[str] = []
     b_hash, c_hash = base.header.get("task_hash"), cand.header.get("task_hash")
-    if b_hash != c_hash:
+    if b_task != c_task:
+        notes.append(
+            f"comparing {b_task!r} with its variant {c_task!r}: differences are the variant's effect"
+        )
+    elif b_hash != c_hash:
         notes.append(
             f"task {b_task!r} changed between the runs (hash {b_hash} in {base.path}, {c_hash} in "
             f"{cand.path}): differences may come from the task definition, not the model"
