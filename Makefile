@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 export HF_HUB_OFFLINE := 1
 
-.PHONY: setup demo test lint bench clean-cache
+.PHONY: setup demo test lint bench leaderboard
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -24,6 +24,9 @@ demo: setup  ## evaluate the built-in baselines on the default suite, print the 
 
 test: setup  ## run the test suite (offline)
 	$(BIN)/python -m pytest -q
+
+leaderboard: setup  ## rebuild leaderboards/default/ from the result files in results/
+	$(BIN)/cxbench leaderboard build default
 
 lint: setup
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
