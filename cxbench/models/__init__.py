@@ -9,6 +9,7 @@ spec                   backend
 ``predictions:F``      answers read from a JSONL file ``{"id": ..., "output": ...}``
 ``python:MOD:FN``      any callable ``FN(request) -> str``; MOD is a module or a .py path
 ``openai:MODEL``       any OpenAI-compatible chat-completions server (``base_url=...``)
+``hf:ID_OR_PATH``      a transformers image-text-to-text model (Qwen2.5-VL, CX-Mind, MedGemma, ...)
 =====================  ================================================================
 """
 
@@ -66,6 +67,10 @@ def load_model(spec: str, model_args: dict[str, Any] | None = None) -> Model:
         from cxbench.models.external import PredictionsModel
 
         return PredictionsModel(rest, **args)
+    if kind == "hf":
+        from cxbench.models.hf import HFModel
+
+        return HFModel(rest, **args)
     if kind == "openai":
         from cxbench.models.openai_compat import OpenAIModel
 
@@ -76,7 +81,7 @@ def load_model(spec: str, model_args: dict[str, Any] | None = None) -> Model:
         return PythonModel(rest, **args)
     raise ModelError(
         f"unknown model spec {spec!r}; use one of: prior, random, phantom-cnn, "
-        "predictions:FILE.jsonl, python:module:function, openai:MODEL_NAME"
+        "predictions:FILE.jsonl, python:module:function, openai:MODEL_NAME, hf:MODEL_ID_OR_PATH"
     )
 
 
