@@ -62,6 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--data-root", default=None, help="root folder of the task's data set")
     run.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% CIs")
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    run.add_argument(
+        "--shard",
+        default=None,
+        metavar="I/N",
+        help="evaluate shard I of N (0-based); join with `cxbench merge`",
+    )
     _add_include(run)
 
     score = sub.add_parser("score", help="re-score per-sample logs without calling the model")
@@ -70,6 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--seed", type=int, default=0)
     score.add_argument("--bootstrap", type=int, default=1000)
     _add_include(score)
+
+    merge = sub.add_parser("merge", help="join the shard logs of `run --shard I/N` into one run")
+    merge.add_argument("run_dir", help="the results/<model>/ folder holding the shard logs")
+    merge.add_argument(
+        "--tasks", type=_csv, default=None, help="tasks to merge (default: every sharded task)"
+    )
+    _add_include(merge)
 
     tasks = sub.add_parser("tasks", help="list tasks and their metrics")
     _add_include(tasks)
@@ -135,6 +148,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         split=args.split,
         data_root=args.data_root,
         progress=not args.no_progress,
+        shard=_parse_shard(args.shard),
     )
     results = []
     for spec, kwargs in zip(specs, model_args, strict=True):
@@ -154,6 +168,40 @@ def _cmd_run(args: argparse.Namespace) -> int:
     table = leaderboard_markdown(results)
     atomic_write_text(Path(args.output) / "leaderboard.md", table + "\n")
     print(table)
+    return 0
+
+
+def _parse_shard(text: str | None) -> tuple[int, int] | None:
+    if not text:
+        return None
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise ValueError(f"--shard expects I/N, e.g. 0/4; got {text!r}") from None
+    if count < 1 or not 0 <= index < count:
+        raise ValueError(f"--shard {text}: I must be in 0..N-1")
+    return index, count
+
+
+def _cmd_merge(args: argparse.Namespace) -> int:
+    import re
+
+    from cxbench.runner import merge_shards
+    from cxbench.tasks import get_task
+
+    run_dir = Path(args.run_dir)
+    names = args.tasks or sorted(
+        {
+            re.sub(r"\.shard\d+of\d+\.samples\.jsonl$", "", p.name)
+            for p in run_dir.glob("*.shard*of*.samples.jsonl")
+        }
+    )
+    if not names:
+        raise ValueError(f"no shard logs (*.shardIofN.samples.jsonl) in {run_dir}")
+    for name in names:
+        result = merge_shards(get_task(name, args.include_path), run_dir)
+        primary = result["metrics"][result["primary_metric"]]
+        print(f"{name}: merged {result['n']} samples; {result['primary_metric']} = {primary['value']:.4f}")
     return 0
 
 
@@ -270,6 +318,7 @@ COMMANDS = {
     "tasks": _cmd_tasks,
     "metrics": _cmd_metrics,
     "data": _cmd_data,
+    "merge": _cmd_merge,
     "leaderboard": _cmd_leaderboard,
     "browse": _cmd_browse,
     "serve": _cmd_serve,

@@ -45,6 +45,9 @@ class RunConfig:
     split: str | None = None
     data_root: str | None = None
     progress: bool = True
+    #: (i, n): evaluate only samples whose position in the task's order is i modulo n;
+    #: ``cxbench merge`` then joins the n shard logs into the log of a single run
+    shard: tuple[int, int] | None = None
 
 
 @dataclass
@@ -127,12 +130,22 @@ def run_task(task: Task, model: Model, config: RunConfig, spec: str | None = Non
         cache = ResponseCache(config.cache_path or cache_dir() / "responses.sqlite")
     out_dir = Path(config.output_dir) / model.name
     out_dir.mkdir(parents=True, exist_ok=True)
-    log_path = out_dir / f"{task.name}.samples.jsonl"
+    stem = task.name
+    if config.shard is not None:
+        index, count = config.shard
+        if not 0 <= index < count:
+            raise ValueError(f"--shard {index}/{count}: the shard index must be in 0..{count - 1}")
+        stem = f"{task.name}{shard_suffix(index, count)}"
+    log_path = out_dir / f"{stem}.samples.jsonl"
     partial = log_path.with_name(log_path.name + ".partial")
     scorer = Scorer(task)
-    samples: Iterable[Sample] = task.samples(split=config.split, data_root=config.data_root)
+    samples: Iterable[tuple[int, Sample]] = enumerate(
+        task.samples(split=config.split, data_root=config.data_root)
+    )
     if config.limit is not None:
         samples = islice(samples, config.limit)
+    if config.shard is not None:
+        samples = ((i, s) for i, s in samples if i % config.shard[1] == config.shard[0])
     header = {
         "header": {
             "log_schema": LOG_SCHEMA_VERSION,
@@ -141,6 +154,8 @@ def run_task(task: Task, model: Model, config: RunConfig, spec: str | None = Non
             "model": model.name,
             "model_identity": identity,
             "spec": spec or model.name,
+            "shard": list(config.shard) if config.shard else None,
+            "data_root": config.data_root,
         }
     }
     progress = None
@@ -162,7 +177,33 @@ def run_task(task: Task, model: Model, config: RunConfig, spec: str | None = Non
         if cache is not None:
             cache.close()
     finish_log(scorer, partial, log_path)  # corpus metrics, then the final log
-    result = {
+    model_info = {
+        "name": model.name,
+        "spec": spec or model.name,
+        "config": model.config(),
+        "identity": identity,
+    }
+    summary = {
+        "n": stats.samples,
+        "parse_failures": sum(stats.errors[k] for k in PARSE_FAILURE_KINDS),
+        "errors": {kind: stats.errors[kind] for kind in ERROR_KINDS},
+        "metrics": scorer.aggregate(config.n_bootstrap, config.seed),
+    }
+    result = build_result(task, model_info, summary, config, log_path.name)
+    write_result(out_dir / f"{stem}.json", result)
+    stats.seconds = time.perf_counter() - started
+    return result, stats
+
+
+def shard_suffix(index: int, count: int) -> str:
+    return f".shard{index}of{count}"
+
+
+def build_result(
+    task: Task, model_info: dict[str, Any], summary: dict[str, Any], config: RunConfig, log_name: str
+) -> dict[str, Any]:
+    """The schema-versioned result record of one (model, task) run."""
+    return {
         "schema_version": RESULT_SCHEMA_VERSION,
         "task": {
             "name": task.name,
@@ -172,32 +213,27 @@ def run_task(task: Task, model: Model, config: RunConfig, spec: str | None = Non
             "data": task.data_identity(config.data_root),
             "config": task.config,
         },
-        "model": {
-            "name": model.name,
-            "spec": spec or model.name,
-            "config": model.config(),
-            "identity": identity,
-        },
-        "n": stats.samples,
-        "parse_failures": sum(stats.errors[k] for k in PARSE_FAILURE_KINDS),
-        "errors": {kind: stats.errors[kind] for kind in ERROR_KINDS},
+        "model": model_info,
+        "n": summary["n"],
+        "parse_failures": summary["parse_failures"],
+        "errors": summary["errors"],
         "primary_metric": task.primary_metric,
         "leaderboard_metrics": task.config.get("leaderboard_metrics", [task.primary_metric]),
-        "metrics": scorer.aggregate(config.n_bootstrap, config.seed),
+        "metrics": summary["metrics"],
         "seed": config.seed,
         "n_bootstrap": config.n_bootstrap,
         "limit": config.limit,
         "batch_size_invariant": True,
-        "log": log_path.name,
+        "shard": list(config.shard) if config.shard else None,
+        "log": log_name,
         "versions": package_versions(),
         "date": now_iso(),
     }
-    write_result(out_dir / f"{task.name}.json", result)
-    stats.seconds = time.perf_counter() - started
-    return result, stats
 
 
-def _run_batch(task, model, identity, batch, cache, scorer, log, stats) -> None:
+def _run_batch(task, model, identity, indexed_batch, cache, scorer, log, stats) -> None:
+    positions = [i for i, _ in indexed_batch]
+    batch = [sample for _, sample in indexed_batch]
     requests, errors = [], []
     for sample in batch:
         requests.append(task.build_request(sample))
@@ -227,6 +263,7 @@ def _run_batch(task, model, identity, batch, cache, scorer, log, stats) -> None:
             json.dumps(
                 {
                     "sample_id": sample.id,
+                    "index": positions[i],
                     "sample": sample.to_dict(),
                     "prompt": requests[i].prompt,
                     "raw_output": outcome["text"],
@@ -283,8 +320,10 @@ def rescore_log(
         [r["parsed"] for r in rows], [r["sample"]["target"] for r in rows], outputs
     )
     for name, matrix in matrices.items():
+        metric = next(m for m in scorer.corpus_metrics if m.name == name)
         for row, stats_row in zip(rows, matrix, strict=True):
             row["stats"][name] = stats_row.tolist()
+            row["scores"][name] = metric.sample_value(stats_row) if metric.sample_value else None
     summary = {
         "n": len(rows),
         "parse_failures": sum(errors[k] for k in PARSE_FAILURE_KINDS),
@@ -292,3 +331,62 @@ def rescore_log(
         "metrics": scorer.aggregate(n_bootstrap, seed),
     }
     return summary, rows
+
+
+def merge_shards(task: Task, run_dir: str | Path) -> dict[str, Any]:
+    """Join ``TASK.shardIofN`` logs of one model into the log and result of a single run.
+
+    Rows are put back in the task's sample order, so the merged log, metrics and CIs are
+    identical to an unsharded run's. Checks that every shard is there and that all shards
+    ran the same task definition and model identity.
+    """
+    run_dir = Path(run_dir)
+    logs = sorted(run_dir.glob(f"{task.name}.shard*of*.samples.jsonl"))
+    if not logs:
+        raise ValueError(f"no shard logs {task.name}.shard*of*.samples.jsonl in {run_dir}")
+    headers, rows = {}, []
+    for log in logs:
+        with log.open(encoding="utf-8") as handle:
+            header = json.loads(handle.readline()).get("header") or {}
+            shard = tuple(header.get("shard") or ())
+            if len(shard) != 2:
+                raise ValueError(f"{log}: not a shard log (no shard in its header)")
+            headers[shard] = (log, header)
+            rows.extend(json.loads(line) for line in handle if line.strip())
+    counts = {count for _, count in headers}
+    if len(counts) != 1:
+        raise ValueError(f"shard logs of different shard counts in {run_dir}: {sorted(headers)}")
+    count = counts.pop()
+    missing = sorted(set(range(count)) - {index for index, _ in headers})
+    if missing:
+        raise ValueError(f"{task.name}: shard(s) {missing} of {count} missing in {run_dir}")
+    first_log, first = headers[(0, count)]
+    for log, header in headers.values():
+        for key in ("task_hash", "model_identity"):
+            if header.get(key) != first.get(key):
+                raise ValueError(f"{log}: {key} differs from {first_log}; shards must be one run")
+    rows.sort(key=lambda row: row["index"])
+    merged_log = run_dir / f"{task.name}.samples.jsonl"
+    header = {**first, "shard": None, "merged_from": [str(log.name) for log, _ in sorted(headers.values())]}
+    tmp = merged_log.with_name(merged_log.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as out:
+        out.write(json.dumps({"header": header}) + "\n")
+        for row in rows:
+            out.write(json.dumps(row, ensure_ascii=False) + "\n")
+    shard_result = json.loads((run_dir / f"{task.name}{shard_suffix(0, count)}.json").read_text())
+    config = RunConfig(
+        seed=shard_result["seed"],
+        n_bootstrap=shard_result["n_bootstrap"],
+        limit=shard_result.get("limit"),
+        split=shard_result["task"]["split"],
+        data_root=first.get("data_root"),
+    )
+    summary, rescored = rescore_log(task, tmp, n_bootstrap=config.n_bootstrap, seed=config.seed)
+    with tmp.open("w", encoding="utf-8") as out:  # the log with corpus-metric values filled in
+        out.write(json.dumps({"header": header}) + "\n")
+        for row in rescored:
+            out.write(json.dumps(row, ensure_ascii=False) + "\n")
+    tmp.replace(merged_log)
+    result = build_result(task, shard_result["model"], summary, config, merged_log.name)
+    write_result(run_dir / f"{task.name}.json", result)
+    return result

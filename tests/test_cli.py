@@ -155,3 +155,33 @@ def test_builtin_tasks_ship_in_the_wheel(tmp_path):
     assert str(tmp_path / "site" / "cxbench" / "_builtin_tasks") in out
     for task in TASK_NAMES:
         assert f"'{task}'" in out
+
+
+def test_shards_merged_equal_a_single_run(small_tasks, tmp_path, capsys):
+    """`run --shard i/N` on each shard, then `merge`: same log rows and result as one process."""
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "light_report.yaml").write_text(
+        "name: light_report\nfamily: report_generation\n"
+        "dataset: {name: phantom, split: test, n_cases: 80, seed: 0, size: 128}\n"
+        "prompt: '{question}'\nparser: text\nmetrics: [bleu4, rouge_l, chexpert_micro_f1_14]\n"
+    )
+    base = ["run", "--include-path", str(small_tasks), "--include-path", str(tmp_path / "tasks")]
+    base += ["--tasks", "light_report,small_vqa_closed"]
+    base += ["--model", "random", "--no-progress", "--no-cache", "--limit", "30", "--bootstrap", "200"]
+    assert main([*base, "--output", str(tmp_path / "single")]) == 0
+    for shard in ("0/3", "1/3", "2/3"):
+        assert main([*base, "--output", str(tmp_path / "sharded"), "--shard", shard]) == 0
+    includes = ["--include-path", str(small_tasks), "--include-path", str(tmp_path / "tasks")]
+    assert main(["merge", str(tmp_path / "sharded" / "random"), *includes]) == 0
+    assert "small_vqa_closed: merged 30 samples" in capsys.readouterr().out
+    for task in ("light_report", "small_vqa_closed"):
+        single = json.loads((tmp_path / "single" / "random" / f"{task}.json").read_text())
+        merged = json.loads((tmp_path / "sharded" / "random" / f"{task}.json").read_text())
+        for key in ("n", "errors", "parse_failures", "metrics", "model", "task"):
+            assert merged[key] == single[key], key
+        rows = [
+            (tmp_path / run / "random" / f"{task}.samples.jsonl").read_text().splitlines()[1:]
+            for run in ("single", "sharded")
+        ]
+        assert rows[0] == rows[1]
+    assert main(["merge", str(tmp_path / "single" / "random"), *includes]) == 2
