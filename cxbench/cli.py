@@ -63,6 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% CIs")
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
     run.add_argument(
+        "--ray", type=int, default=0, metavar="N", help="shard each task over N Ray actors (one model each)"
+    )
+    run.add_argument("--ray-address", default=None, help="Ray cluster address (default: a local instance)")
+    run.add_argument(
         "--shard",
         default=None,
         metavar="I/N",
@@ -157,6 +161,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
         except TypeError as exc:
             raise ValueError(f"--model-args for {spec!r}: {exc}") from None
         for task in tasks:
+            if args.ray:
+                from cxbench.distributed import run_with_ray
+
+                result, shards = run_with_ray(
+                    task.name, spec, kwargs, config, args.ray, args.include_path, address=args.ray_address
+                )
+                results.append(result)
+                calls = sum(s["model_calls"] for s in shards)
+                print(
+                    f"{model.name} / {task.name}: {result['n']} samples over {args.ray} Ray actors, "
+                    f"{calls} model calls",
+                    file=sys.stderr,
+                )
+                continue
             result, stats = run_task(task, model, config, spec=spec)
             results.append(result)
             errors = ", ".join(f"{k}={v}" for k, v in result["errors"].items() if v) or "none"
