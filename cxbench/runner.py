@@ -231,6 +231,17 @@ def build_result(
     }
 
 
+def _reasoning_lengths(text: str) -> dict[str, int]:
+    """Whitespace-token counts of the think and answer parts, for outputs with think tags."""
+    if "<think" not in text.lower():
+        return {}
+    from cxbench.parsing import split_reasoning
+
+    reasoning = split_reasoning(text)
+    answers = " ".join(answer for _, answer in reasoning.steps) or (reasoning.final_answer or "")
+    return {"think_tokens": len(reasoning.think_text.split()), "answer_tokens": len(answers.split())}
+
+
 def _run_batch(task, model, identity, indexed_batch, cache, scorer, log, stats) -> None:
     positions = [i for i, _ in indexed_batch]
     batch = [sample for _, sample in indexed_batch]
@@ -274,6 +285,7 @@ def _run_batch(task, model, identity, indexed_batch, cache, scorer, log, stats) 
                     "stats": row_stats,
                     "input_tokens": response.input_tokens if response else None,
                     "output_tokens": response.output_tokens if response else None,
+                    **_reasoning_lengths(outcome["text"]),
                 },
                 ensure_ascii=False,
             )

@@ -555,3 +555,22 @@ def test_planted_finding_is_caught_on_the_phantom_suite(small_tasks, tmp_path):
         rates[name] = result["metrics"]["hallucination_rate"]["value"]
     # pneumothorax is rare in this set: nearly every planted assertion is false
     assert rates["cx_mind_clean"] == 0.0 and rates["cx_mind_planted"] > 0.8
+
+
+def test_logs_count_think_and_answer_tokens(small_tasks, tmp_path):
+    import json
+
+    from conftest import HELPERS
+
+    from cxbench.models import load_model
+    from cxbench.runner import RunConfig, run_task
+    from cxbench.tasks import get_task
+
+    config = RunConfig(output_dir=tmp_path, cache_path="", progress=False, limit=4, n_bootstrap=20)
+    run_task(
+        get_task("small_vqa_closed", [small_tasks]), load_model(f"python:{HELPERS}:cx_mind_clean"), config
+    )
+    rows = (tmp_path / "python-cx_mind_clean" / "small_vqa_closed.samples.jsonl").read_text().splitlines()[1:]
+    counts = [(r.get("think_tokens"), r.get("answer_tokens")) for r in map(json.loads, rows)]
+    assert counts and all(t and a for t, a in counts)  # yes/no: 1 think word, 1 answer word
+    assert any(t > 4 * a for t, a in counts)  # multiple choice: reasoning over each option
