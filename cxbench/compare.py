@@ -314,7 +314,8 @@ def compare_logs(
     base_path, cand_path = _resolve_log(base_log), _resolve_log(cand_log)
     base, cand = _read_log(base_path), _read_log(cand_path)
     b_task, c_task = base.header["task"], cand.header["task"]
-    # a robustness variant (TASK@VARIANT) keeps its base task's sample ids: compare against the base
+    # a robustness variant (TASK@VARIANT) keeps its base task's sample ids (except @positions,
+    # whose copies have their own ids and are scored with variants.positional_bias)
     if b_task.split("@")[0] != c_task.split("@")[0]:
         raise CompareError(
             f"the logs are for different tasks: {base.path} is {b_task!r}, {cand.path} is {c_task!r}"

@@ -4,7 +4,8 @@
 ``localization@rotate:3`` rotates every image by a small angle drawn with seed 3; variants
 chain left to right (``vqa_closed@shuffle@noise`` shuffles, then adds noise). A variant is
 deterministic given its seed (default 0, which the canonical name leaves out), and sample
-ids stay those of the base task, so a base log and a variant log pair sample by sample.
+ids stay those of the base task, so a base log and a variant log pair sample by sample
+(except under ``positions``, which expands samples into copies with ids of their own).
 
 Variants (``VARIANTS``):
 
@@ -16,6 +17,25 @@ Variants (``VARIANTS``):
   name the finding use ``query["finding"]``; a sample whose kind has no template gets a
   generic rewording that keeps the original question. Only prompts that render
   ``{question}`` change (every built-in image task does).
+- ``positions``: circular evaluation (CircularEval, as in MMBench) of multiple-choice
+  questions. A sample with k options is expanded into k copies; copy j rotates the options
+  circularly so that the correct option sits at position j (letter ``"ABCD..."[j]``) while
+  the distractors keep their cyclic order, and the target letter moves with it (a target given
+  as the option text stays as it is). Copy ids are ``"<sample id>#pos<j>"``; the copy whose
+  rotation is the identity keeps the original option order. Samples without ``choices``, or
+  whose correct option cannot be told from ``target``, pass through once with their id
+  unchanged. Because the ids differ from the base task's, a ``@positions`` log does **not**
+  pair with a base log sample by sample: compare against the base by the metric value (the
+  mean over all copies), or with :func:`positional_bias`. The seed is unused (the expansion
+  is deterministic). Chain it after other variants (``vqa_closed@shuffle@positions``): a
+  ``shuffle`` after it would undo the placement. ``--limit`` counts copies, not base samples.
+
+  Why: a purely positional model ("always answer A") is at chance on a data set whose
+  correct letters are uniformly placed (the phantom data), with or without ``shuffle``, so
+  neither shows its bias. :func:`positional_bias` reads a ``*@positions`` run log and
+  returns the accuracy at each answer position (A, B, C, D), the ``spread`` (max - min over
+  positions; 1.0 for "always A", about 0 for a model that reads the options) and the
+  ``circular_accuracy``: the fraction of base samples all of whose k copies are correct.
 - image perturbations, applied to every image of a sample (the prior and the current image
   of a temporal sample alike); each keeps the image size and pixel mode:
 
@@ -38,7 +58,8 @@ Variants (``VARIANTS``):
   the seed. An image that is missing or cannot be decoded is left as it is, so the runner
   records the error as for the base task.
 
-``robustness_drop`` turns a base and a variant result into per-metric drops.
+``robustness_drop`` turns a base and a variant result into per-metric drops;
+``positional_bias`` turns a ``*@positions`` log into per-position accuracies.
 """
 
 from __future__ import annotations
@@ -46,7 +67,9 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
+import json
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -70,10 +93,13 @@ class Variant:
 
     name: str
     description: str
-    #: function(sample, seed, task) -> a new Sample (the input sample is never mutated)
-    transform: Callable[[Sample, int, Task], Sample]
+    #: function(sample, seed, task) -> a new Sample, or a list of them when ``expands``
+    #: (the input sample is never mutated)
+    transform: Callable[[Sample, int, Task], Sample | list[Sample]]
     #: True when the variant changes image pixels
     perturbs_images: bool = False
+    #: True when ``transform`` returns a list of samples (one sample in, zero or more out)
+    expands: bool = False
 
 
 def _rng(*parts: Any) -> np.random.Generator:
@@ -176,6 +202,117 @@ def _paraphrase(sample: Sample, seed: int, task: Task) -> Sample:
         templates = list(GENERIC_PARAPHRASES)
     template = templates[int(_rng("paraphrase", seed, sample.id).integers(len(templates)))]
     return dataclasses.replace(sample, question=template.format(**fields))
+
+
+# ------------------------------------------------------------------------- positions
+
+#: suffix of the copies made by ``positions``: ``"<sample id>#pos<j>"``
+_POSITION_ID_RE = re.compile(r"^(?P<base>.*)#pos(?P<j>\d+)$")
+
+
+def _correct_index(sample: Sample) -> int | None:
+    """Index of the correct option of a multiple-choice sample: from a letter or an option text."""
+    choices, target = sample.choices or [], sample.target
+    if not isinstance(target, str):
+        return None
+    text = target.strip()
+    if len(text) == 1 and text.upper() in _LETTERS and _LETTERS.index(text.upper()) < len(choices):
+        return _LETTERS.index(text.upper())
+    folded = [str(c).strip().lower() for c in choices]
+    return folded.index(text.lower()) if text.lower() in folded else None
+
+
+def _positions(sample: Sample, seed: int, task: Task) -> list[Sample]:
+    choices = sample.choices
+    if not choices or len(choices) < 2 or len(choices) > len(_LETTERS):
+        return [sample]
+    correct = _correct_index(sample)
+    if correct is None:
+        return [sample]
+    k = len(choices)
+    target_is_letter = isinstance(sample.target, str) and len(sample.target.strip()) == 1
+    copies = []
+    for j in range(k):
+        shift = (correct - j) % k
+        new_choices = [choices[(i + shift) % k] for i in range(k)]
+        copies.append(
+            dataclasses.replace(
+                sample,
+                id=f"{sample.id}#pos{j}",
+                choices=new_choices,
+                target=_LETTERS[j] if target_is_letter else sample.target,
+            )
+        )
+    return copies
+
+
+def _position_letter(sample: dict[str, Any]) -> str | None:
+    """The letter at which a logged multiple-choice sample has its correct option."""
+    if not sample.get("choices"):
+        return None
+    try:
+        index = _correct_index(Sample(**sample))
+    except TypeError:
+        return None
+    return None if index is None else _LETTERS[index]
+
+
+def positional_bias(log_path: str | Path, metric: str = "accuracy") -> dict[str, Any]:
+    """Accuracy per answer position of a ``*@positions`` run log, its spread, and CircularEval.
+
+    Reads the per-sample rows (``sample_id``, ``sample`` with ``choices``/``target``,
+    ``scores``) of the log; rows without choices (yes/no questions passed through) are
+    ignored. A copy is correct when its ``metric`` value is at least 0.5 (``accuracy`` is
+    1/0); a missing value (an error row) counts as wrong. Returns::
+
+        {"metric": "accuracy",
+         "per_position": {"A": 1.0, "B": 0.0, ...},   # mean metric over copies, per correct letter
+         "n_per_position": {"A": 14, ...},
+         "spread": 1.0,                               # max - min of per_position
+         "accuracy": 0.25,                            # mean over all multiple-choice copies
+         "circular_accuracy": 0.0,                    # base samples with all k copies correct
+         "n_base": 14,                                # base samples with all k copies in the log
+         "n_incomplete": 0}                           # base samples with missing copies (--limit)
+
+    ``circular_accuracy`` counts only base samples whose k copies are all in the log.
+    """
+    per_position: dict[str, list[float]] = {}
+    groups: dict[str, dict[int, bool]] = {}
+    sizes: dict[str, int] = {}
+    with Path(log_path).open(encoding="utf-8") as handle:
+        for line in handle:
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            if "header" in row:
+                continue
+            sample = row.get("sample") or {}
+            letter = _position_letter(sample)
+            if letter is None:
+                continue
+            value = (row.get("scores") or {}).get(metric)
+            value = 0.0 if value is None else float(value)
+            per_position.setdefault(letter, []).append(value)
+            sample_id = str(row.get("sample_id", sample.get("id", "")))
+            match = _POSITION_ID_RE.match(sample_id)
+            base, j = (match["base"], int(match["j"])) if match else (sample_id, 0)
+            groups.setdefault(base, {})[j] = value >= 0.5
+            sizes[base] = len(sample["choices"])
+    means = {letter: float(np.mean(per_position[letter])) for letter in sorted(per_position)}
+    complete = {base: hits for base, hits in groups.items() if len(hits) == sizes[base]}
+    all_values = [v for values in per_position.values() for v in values]
+    return {
+        "metric": metric,
+        "per_position": means,
+        "n_per_position": {letter: len(per_position[letter]) for letter in sorted(per_position)},
+        "spread": float(max(means.values()) - min(means.values())) if means else 0.0,
+        "accuracy": float(np.mean(all_values)) if all_values else 0.0,
+        "circular_accuracy": (
+            float(np.mean([all(hits.values()) for hits in complete.values()])) if complete else 0.0
+        ),
+        "n_base": len(complete),
+        "n_incomplete": len(groups) - len(complete),
+    }
 
 
 # ---------------------------------------------------------------- image perturbations
@@ -412,6 +549,12 @@ VARIANTS: dict[str, Variant] = {
         "shuffle", "answer options shuffled per sample, target letter remapped (MC samples only)", _shuffle
     ),
     "paraphrase": Variant("paraphrase", "question reworded with a per-family template", _paraphrase),
+    "positions": Variant(
+        "positions",
+        "circular evaluation: each MC sample becomes k copies, the correct option at each position",
+        _positions,
+        expands=True,
+    ),
     "rotate": Variant(
         "rotate", "rotation by 1-5 degrees either way; boxes moved along", _perturb("rotate"), True
     ),
@@ -474,9 +617,18 @@ class VariantTask(Task):
         assert self.base is not None
         steps = [(VARIANTS[name].transform, seed) for name, seed in self.variants]
         for sample in self.base.samples(split, data_root):
-            for transform, seed in steps:
-                sample = transform(sample, seed, self)
-            yield sample
+            yield from self._transformed(sample, steps)
+
+    def _transformed(self, sample: Sample, steps: list) -> Iterator[Sample]:
+        """``sample`` through ``steps``; an expanding variant's copies each go through the rest."""
+        for i, (transform, seed) in enumerate(steps):
+            out = transform(sample, seed, self)
+            if not isinstance(out, Sample):
+                for copy_ in out:
+                    yield from self._transformed(copy_, steps[i + 1 :])
+                return
+            sample = out
+        yield sample
 
 
 def apply_variants(task: Task, variants: Iterable[tuple[str, int] | str]) -> Task:

@@ -99,7 +99,7 @@ def test_parse_task_name_and_canonical_names(small_tasks):
     # applying to a variant task appends to its chain
     chained = apply_variants(apply_variants(base, [("shuffle", 0)]), ["noise:2"])
     assert chained.name == task.name and chained.task_hash == task.task_hash
-    assert set(VARIANTS) == {"shuffle", "paraphrase", *IMAGE_VARIANTS}
+    assert set(VARIANTS) == {"shuffle", "paraphrase", "positions", *IMAGE_VARIANTS}
 
 
 def test_samples_stream_without_materialising_the_base(tmp_path):

@@ -10,6 +10,7 @@ spec                   backend
 ``python:MOD:FN``      any callable ``FN(request) -> str``; MOD is a module or a .py path
 ``openai:MODEL``       any OpenAI-compatible chat-completions server (``base_url=...``)
 ``hf:ID_OR_PATH``      a transformers image-text-to-text model (Qwen2.5-VL, CX-Mind, MedGemma, ...)
+``vllm:ID_OR_PATH``    the vLLM offline engine in-process (tensor / data parallel)
 =====================  ================================================================
 """
 
@@ -71,6 +72,10 @@ def load_model(spec: str, model_args: dict[str, Any] | None = None) -> Model:
         from cxbench.models.hf import HFModel
 
         return HFModel(rest, **args)
+    if kind == "vllm":
+        from cxbench.models.vllm_backend import VLLMModel
+
+        return VLLMModel(rest, **args)
     if kind == "openai":
         from cxbench.models.openai_compat import OpenAIModel
 
@@ -81,7 +86,8 @@ def load_model(spec: str, model_args: dict[str, Any] | None = None) -> Model:
         return PythonModel(rest, **args)
     raise ModelError(
         f"unknown model spec {spec!r}; use one of: prior, random, phantom-cnn, "
-        "predictions:FILE.jsonl, python:module:function, openai:MODEL_NAME, hf:MODEL_ID_OR_PATH"
+        "predictions:FILE.jsonl, python:module:function, openai:MODEL_NAME, hf:MODEL_ID_OR_PATH, "
+        "vllm:MODEL_ID_OR_PATH"
     )
 
 
