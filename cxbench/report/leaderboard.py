@@ -171,7 +171,7 @@ def _plots(board: Leaderboard, results: list[dict[str, Any]], ranking: list[tupl
     def save(fig, stem: str) -> None:
         fig.tight_layout()
         fig.savefig(folder / f"{stem}.png", dpi=110)
-        fig.savefig(folder / f"{stem}.pdf")
+        fig.savefig(folder / f"{stem}.pdf", metadata={"CreationDate": None})  # reproducible builds
         plt.close(fig)
         plots[stem] = f"plots/{stem}.png"
 
