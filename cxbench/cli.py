@@ -176,6 +176,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 )
                 continue
             result, stats = run_task(task, model, config, spec=spec)
+            _add_robustness_drop(result, task, Path(args.output) / model.name)
             results.append(result)
             errors = ", ".join(f"{k}={v}" for k, v in result["errors"].items() if v) or "none"
             print(
@@ -187,6 +188,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
     atomic_write_text(Path(args.output) / "leaderboard.md", table + "\n")
     print(table)
     return 0
+
+
+def _add_robustness_drop(result: dict, task, out_dir: Path) -> None:
+    """For a TASK@VARIANT run, record the drop against the base task's result when it exists."""
+    base_name = task.config.get("base_task")
+    base_path = out_dir / f"{base_name}.json" if base_name else None
+    if base_path is None or not base_path.is_file():
+        return
+    from cxbench.results import load_result, write_result
+    from cxbench.variants import robustness_drop
+
+    result["robustness_drop"] = {"base_task": base_name, **robustness_drop(load_result(base_path), result)}
+    write_result(out_dir / f"{task.name}.json", result)
 
 
 def _parse_shard(text: str | None) -> tuple[int, int] | None:

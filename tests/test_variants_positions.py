@@ -111,3 +111,18 @@ def test_positional_bias_counts_incomplete_groups_and_errors(tmp_path):
     assert bias["per_position"] == pytest.approx({"A": 2 / 3, "B": 0.5})
     assert bias["spread"] == pytest.approx(2 / 3 - 0.5)
     assert bias["circular_accuracy"] == 0.5 and bias["n_base"] == 2 and bias["n_incomplete"] == 1
+
+
+def test_variant_runs_record_the_drop_against_their_base(small_tasks, tmp_path):
+    import json
+
+    from cxbench.cli import main
+
+    base = ["run", "--include-path", str(small_tasks), "--model", "prior", "--no-progress", "--no-cache"]
+    base += ["--output", str(tmp_path), "--bootstrap", "50", "--tasks"]
+    assert main([*base, "small_localization"]) == 0
+    assert main([*base, "small_localization@noise"]) == 0
+    result = json.loads((tmp_path / "prior" / "small_localization@noise.json").read_text())
+    drop = result["robustness_drop"]
+    assert drop["base_task"] == "small_localization"
+    assert drop["mean_iou"]["base"] - drop["mean_iou"]["variant"] == pytest.approx(drop["mean_iou"]["drop"])
