@@ -330,6 +330,39 @@ class _Prepared:
     settings: dict[str, Any]
 
 
+def resolve_checkpoint(model_id: str, backend: str, revision: str | None = None) -> Path | None:
+    """The local folder of a checkpoint given as a folder or a Hugging Face model id.
+
+    A folder must hold ``config.json``. A hub id resolves to its snapshot in the local cache;
+    when it is not cached: with ``HF_HUB_OFFLINE=1`` a ModelError saying how to download it,
+    else None (the backend may then download it). Imports no model library.
+    """
+    given = Path(model_id).expanduser()
+    if given.is_dir():
+        if not (given / "config.json").is_file():
+            raise ModelError(f"{backend}: {given} has no config.json: not a transformers checkpoint folder")
+        return given.resolve()
+    looks_local = model_id.startswith((".", "/", "~")) or given.is_absolute() or model_id.count("/") > 1
+    if looks_local or given.exists():
+        raise ModelError(
+            f"{backend}: model folder not found: {model_id}. Pass the folder of a saved checkpoint "
+            "(config.json + weights) or a Hugging Face model id such as Qwen/Qwen2.5-VL-7B-Instruct."
+        )
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(model_id, revision=revision, local_files_only=True))
+    except Exception as exc:  # hub client missing, not cached (LocalEntryNotFoundError), bad id
+        if _offline():
+            raise ModelError(
+                f"{backend}: model {model_id!r} is not in the local Hugging Face cache and "
+                f"HF_HUB_OFFLINE=1 forbids downloading it ({type(exc).__name__}). Download it with "
+                f"`hf download {model_id}` (or `huggingface-cli download {model_id}`), "
+                "or pass a local path."
+            ) from None
+        return None
+
+
 class HFModel(Model):
     """A transformers image-text-to-text model (see the module docstring).
 
@@ -411,33 +444,8 @@ class HFModel(Model):
 
     def _resolve(self) -> Path | None:
         """The local folder of the checkpoint; fails fast (before importing transformers)."""
-        given = Path(self.model_id).expanduser()
-        if given.is_dir():
-            if not (given / "config.json").is_file():
-                raise ModelError(f"hf: {given} has no config.json: not a transformers checkpoint folder")
-            return given.resolve()
-        looks_local = (
-            self.model_id.startswith((".", "/", "~")) or given.is_absolute() or self.model_id.count("/") > 1
-        )
-        if looks_local or given.exists():
-            raise ModelError(
-                f"hf: model folder not found: {self.model_id}. Pass the folder of a saved checkpoint "
-                "(config.json + weights) or a Hugging Face model id such as Qwen/Qwen2.5-VL-7B-Instruct."
-            )
         _needs("huggingface_hub", "the hf: backend")
-        from huggingface_hub import snapshot_download
-
-        try:
-            return Path(snapshot_download(self.model_id, revision=self.revision, local_files_only=True))
-        except Exception as exc:  # not cached (LocalEntryNotFoundError), bad id (HFValidationError)
-            if _offline():
-                raise ModelError(
-                    f"hf: model {self.model_id!r} is not in the local Hugging Face cache and "
-                    f"HF_HUB_OFFLINE=1 forbids downloading it ({type(exc).__name__}). Download it with "
-                    f"`hf download {self.model_id}` (or `huggingface-cli download {self.model_id}`), "
-                    "or pass a local path."
-                ) from None
-            return None
+        return resolve_checkpoint(self.model_id, "hf", self.revision)
 
     def _read_config(self) -> dict[str, Any]:
         try:

@@ -69,13 +69,13 @@ from typing import Any
 from cxbench.models.base import Model, ModelError
 from cxbench.models.hf import (
     _DTYPES,
-    _offline,
     _package_version,
     _request_seed,
     apply_profile,
     files_digest,
     find_profile,
     load_image,
+    resolve_checkpoint,
 )
 from cxbench.schema import Request, Response
 
@@ -342,31 +342,7 @@ class VLLMModel(Model):
 
     def _resolve(self) -> Path | None:
         """The local folder of the checkpoint, or None for a hub id not in the local cache."""
-        given = Path(self.model_id).expanduser()
-        if given.is_dir():
-            if not (given / "config.json").is_file():
-                raise ModelError(f"vllm: {given} has no config.json: not a transformers checkpoint folder")
-            return given.resolve()
-        looks_local = (
-            self.model_id.startswith((".", "/", "~")) or given.is_absolute() or self.model_id.count("/") > 1
-        )
-        if looks_local or given.exists():
-            raise ModelError(
-                f"vllm: model folder not found: {self.model_id}. Pass the folder of a saved checkpoint "
-                "(config.json + weights) or a Hugging Face model id such as Qwen/Qwen2.5-VL-7B-Instruct."
-            )
-        try:
-            from huggingface_hub import snapshot_download
-
-            return Path(snapshot_download(self.model_id, local_files_only=True))
-        except Exception as exc:  # not installed, not cached, or a bad id
-            if _offline():
-                raise ModelError(
-                    f"vllm: model {self.model_id!r} is not in the local Hugging Face cache and "
-                    f"HF_HUB_OFFLINE=1 forbids downloading it ({type(exc).__name__}). Download it with "
-                    f"`hf download {self.model_id}`, or pass a local path."
-                ) from None
-            return None
+        return resolve_checkpoint(self.model_id, "vllm")
 
     def _read_folder(self) -> None:
         """Config, profile, generation defaults and digest of the resolved folder (if any)."""
