@@ -102,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from cxbench.arena import add_arena_arguments
     from cxbench.compare import add_compare_arguments
+    from cxbench.interop.lm_eval import add_interop_arguments
     from cxbench.report.tables import add_table_arguments
     from cxbench.serve import add_serve_arguments
 
@@ -109,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
         "compare", help="paired significance test of a candidate run against a baseline (CI gate)"
     )
     add_compare_arguments(compare)
+    add_interop_arguments(sub)  # export lm-eval / import lm-eval
     arena = sub.add_parser("arena", help="pairwise Report Arena judging with Bradley-Terry ratings")
     add_arena_arguments(arena)
     table = sub.add_parser("table", help="paper tables (LaTeX/Markdown/CSV) from result files")
@@ -326,6 +328,18 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return cli_compare(args)
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from cxbench.interop.lm_eval import cli_export
+
+    return cli_export(args)
+
+
+def _cmd_import(args: argparse.Namespace) -> int:
+    from cxbench.interop.lm_eval import cli_import
+
+    return cli_import(args)
+
+
 def _cmd_arena(args: argparse.Namespace) -> int:
     from cxbench.arena import cli_arena
 
@@ -357,6 +371,8 @@ COMMANDS = {
     "compare": _cmd_compare,
     "table": _cmd_table,
     "arena": _cmd_arena,
+    "export": _cmd_export,
+    "import": _cmd_import,
 }
 
 
