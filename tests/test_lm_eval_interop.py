@@ -410,3 +410,39 @@ def test_lm_eval_api_custom_model_parity(tmp_path, exported, trimmed_dir, native
         assert result["metrics"][metric]["value"] == pytest.approx(
             native["metrics"][metric]["value"], abs=1e-9
         )
+
+
+def test_image_task_through_lm_eval_hf_multimodal(small_tasks, tmp_path):
+    """An exported image task run by `lm_eval --model hf-multimodal` on the tiny Qwen2.5-VL.
+
+    On machines without torchvision this cannot run: transformers' AutoProcessor for
+    Qwen2.5-VL builds Qwen2VLVideoProcessor, which requires torchvision (and PyPI torchvision
+    does not import beside the CPU torch 2.13 build used here). The skip message says so.
+    """
+    import os
+    import shutil
+    import subprocess
+
+    from cxbench.interop.lm_eval import export_tasks, import_samples
+    from cxbench.models.tiny_vlm import build_tiny_qwen2_5_vl
+
+    lm_eval = shutil.which("lm_eval") or str(Path(sys.executable).parent / "lm_eval")
+    if not Path(lm_eval).exists():
+        pytest.skip("lm_eval CLI not installed")
+    model = build_tiny_qwen2_5_vl(tmp_path / "tiny")
+    export_tasks(tmp_path / "tasks", ["small_vqa_closed"], include_paths=[small_tasks])
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    argv = [lm_eval, "--include_path", str(tmp_path / "tasks"), "--tasks", "cxbench_small_vqa_closed"]
+    argv += ["--model", "hf-multimodal", "--model_args", f"pretrained={model}", "--limit", "4"]
+    argv += ["--log_samples", "--output_path", str(tmp_path / "out")]
+    run = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
+    if run.returncode != 0 and "requires the Torchvision library" in run.stderr:
+        pytest.skip(
+            "lm_eval hf-multimodal cannot load Qwen2.5-VL here: AutoProcessor builds "
+            "Qwen2VLVideoProcessor, which requires torchvision (not installable beside torch 2.13 CPU)"
+        )
+    assert run.returncode == 0, run.stderr[-2000:]
+    result = import_samples(
+        tmp_path / "out", "small_vqa_closed", include_paths=[small_tasks], output_dir=tmp_path / "imported"
+    )
+    assert result["n"] == 4
