@@ -125,6 +125,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     data = sub.add_parser("data", help="data sets")
     data_sub = data.add_subparsers(dest="data_command")
+    from cxbench.data.check import add_check_arguments
+
+    check = data_sub.add_parser(
+        "check", help="counts, labels, missing images and malformed rows of a data set"
+    )
+    add_check_arguments(check)
     phantom = data_sub.add_parser("phantom", help="generate the synthetic phantom CXR data set")
     phantom.add_argument("--n-cases", type=int, default=1500)
     phantom.add_argument("--seed", type=int, default=0)
@@ -295,6 +301,10 @@ def _cmd_metrics(args: argparse.Namespace) -> int:
 def _cmd_data(args: argparse.Namespace) -> int:
     from cxbench.data import phantom
 
+    if args.data_command == "check":
+        from cxbench.data.check import cli_check
+
+        return cli_check(args)
     if args.data_command != "phantom":
         raise ValueError("usage: cxbench data phantom [--n-cases N] [--seed S] [--size PX] [--out DIR]")
     kwargs = {"n_cases": args.n_cases, "seed": args.seed, "size": args.size}

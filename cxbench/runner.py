@@ -9,6 +9,7 @@ exception) stops the run: it becomes an error record, scores as wrong, and is co
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -123,6 +124,8 @@ def run_task(task: Task, model: Model, config: RunConfig, spec: str | None = Non
     """Evaluate ``model`` on ``task``; write the per-sample log and the result file; return both."""
     started = time.perf_counter()
     stats = RunStats()
+    if config.data_root:  # baselines read the train split through the task: point it at the root too
+        task = dataclasses.replace(task, dataset={**task.dataset, "root": config.data_root})
     model.prepare(task)
     identity = model.identity()
     cache = None

@@ -97,7 +97,11 @@ class JsonlAdapter:
 
 _ADAPTERS: dict[str, DatasetAdapter] = {"phantom": PhantomAdapter(), "jsonl": JsonlAdapter()}
 # adapters whose modules load on first use: name -> "module:class"
-_LAZY_ADAPTERS = {"iu_xray_reports": "cxbench.data.iu_xray:IUXrayReportsAdapter"}
+_LAZY_ADAPTERS = {
+    "iu_xray_reports": "cxbench.data.iu_xray:IUXrayReportsAdapter",
+    "nih_chestxray14": "cxbench.data.nih:NIHChestXray14Adapter",
+    "local_csv": "cxbench.data.local_csv:LocalCSVAdapter",
+}
 
 
 def get_adapter(name: str) -> DatasetAdapter:

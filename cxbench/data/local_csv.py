@@ -40,7 +40,9 @@ def _key(text: str) -> str:
 
 
 _LABELS: dict[str, str] = {
-    _key(synonym): disease for disease in DISEASES_14 for synonym in (disease, *DISEASE_SYNONYMS.get(disease, ()))
+    _key(synonym): disease
+    for disease in DISEASES_14
+    for synonym in (disease, *DISEASE_SYNONYMS.get(disease, ()))
 }
 
 
@@ -167,7 +169,9 @@ class LocalCSVAdapter:
             raise DataError(f"local_csv provides the families {', '.join(FAMILIES)}, not {family!r}")
         path, rows, problems = scan(params.get("root") or params.get("path") or "")
         if problems:
-            raise DataError(problems[0] + (f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""))
+            raise DataError(
+                problems[0] + (f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else "")
+            )
         if family == "report_generation" and not any(r.report for r in rows):
             raise DataError(f"{path}: no row has a 'report', so there is no report_generation family")
         yield from build_samples(path, rows, family, split)

@@ -31,6 +31,7 @@ both. Set ``dataset.strict: true`` to fail on the first malformed row instead.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gzip
 import hashlib
@@ -185,7 +186,7 @@ def _read_entries(path: Path, problems: list[str]) -> dict[str, Entry]:
         names = [n for n in row["Finding Labels"].split("|") if n.strip()]
         labels = [disease_of(n) for n in names]
         if not names or None in labels:
-            unknown = [n for n, lab in zip(names, labels) if lab is None]
+            unknown = [n for n, lab in zip(names, labels, strict=False) if lab is None]
             problems.append(f"{where}: unknown or empty 'Finding Labels' {row['Finding Labels']!r} {unknown}")
             continue
         entries[image] = Entry(image, [lab for lab in labels if lab != NO_FINDING], row, where)  # type: ignore[misc]
@@ -245,7 +246,9 @@ def _fingerprint(root: Path) -> tuple:
             continue
         items.append((path.name, stat.st_size, stat.st_mtime_ns))
         if path.is_dir() and path.name.startswith("images"):
-            items.extend((f"{path.name}/{p.name}", p.stat().st_mtime_ns) for p in path.iterdir() if p.is_dir())
+            items.extend(
+                (f"{path.name}/{p.name}", p.stat().st_mtime_ns) for p in path.iterdir() if p.is_dir()
+            )
     return tuple(items)
 
 
@@ -263,7 +266,9 @@ def load(root: str | os.PathLike[str], box_frame: float = DEFAULT_BOX_FRAME) -> 
 @lru_cache(maxsize=4)
 def _load(root: Path, box_frame: float, _key: tuple) -> NIHData:
     problems: list[str] = []
-    entry_file = _find_csv(root, ("Data_Entry_2017*.csv", "Data_Entry_2017*.csv.gz"), "Data_Entry_2017_v2020.csv.gz")
+    entry_file = _find_csv(
+        root, ("Data_Entry_2017*.csv", "Data_Entry_2017*.csv.gz"), "Data_Entry_2017_v2020.csv.gz"
+    )
     if entry_file is None:
         raise DataError(
             f"nih_chestxray14: no Data_Entry_2017*.csv in {root} (and torchxrayvision's copy was not found)"
@@ -300,10 +305,8 @@ def _metadata(data: NIHData, entry: Entry, split: str) -> dict[str, Any]:
         "view": row.get("View Position", ""),
         "labels": entry.labels,  # every finding of the image (never sent to models)
     }
-    try:
+    with contextlib.suppress(KeyError, ValueError):
         meta["original_size"] = [int(row["OriginalImage[Width"]), int(row["Height]"])]
-    except (KeyError, ValueError):
-        pass
     return meta
 
 
