@@ -47,6 +47,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from cxbench.logs import iter_log, read_header
+
 LOG_SUFFIX = ".samples.jsonl"
 DEFAULT_TASK = "report_generation"
 DEFAULT_METRIC = "chexpert_micro_f1_14"
@@ -542,45 +544,23 @@ class _Log:
 
 
 def _read_log(path: Path) -> _Log:
-    if not path.is_file():
-        raise ArenaError(f"{path}: no such log file")
-    header: dict[str, Any] | None = None
+    header = read_header(path, ArenaError)
     ids: list[str] = []
     reports: dict[str, str] = {}
     samples: dict[str, dict[str, Any]] = {}
     missing = 0
-    with path.open(encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ArenaError(f"{path}:{line_no}: not valid JSON ({exc.msg})") from None
-            if header is None:
-                if not isinstance(record, dict) or not isinstance(record.get("header"), dict):
-                    raise ArenaError(f"{path}: not a cxbench per-sample log (no header on line 1)")
-                header = record["header"]
-                if not header.get("task"):
-                    raise ArenaError(f"{path}: log header names no task")
-                continue
-            if not isinstance(record, dict) or "sample_id" not in record:
-                raise ArenaError(f"{path}:{line_no}: log row without a sample_id")
-            sample_id = str(record["sample_id"])
-            if sample_id in reports:
-                raise ArenaError(f"{path}:{line_no}: sample id {sample_id!r} appears twice")
-            sample = record.get("sample")
-            if not isinstance(sample, dict) or "target" not in sample:
-                raise ArenaError(f"{path}:{line_no}: row without a sample (and its reference report)")
-            parsed = record.get("parsed")
-            if parsed is None:
-                missing += 1
-                parsed = ""
-            ids.append(sample_id)
-            reports[sample_id] = parsed if isinstance(parsed, str) else str(parsed)
-            samples[sample_id] = sample
-    if header is None:
-        raise ArenaError(f"{path}: empty log")
+    for _, line_no, record in iter_log(path, ArenaError):
+        sample_id = str(record["sample_id"])
+        sample = record.get("sample")
+        if not isinstance(sample, dict) or "target" not in sample:
+            raise ArenaError(f"{path}:{line_no}: row without a sample (and its reference report)")
+        parsed = record.get("parsed")
+        if parsed is None:
+            missing += 1
+            parsed = ""
+        ids.append(sample_id)
+        reports[sample_id] = parsed if isinstance(parsed, str) else str(parsed)
+        samples[sample_id] = sample
     model = str(header.get("model") or path.parent.name)
     return _Log(path, str(header["task"]), model, ids, reports, samples, missing)
 

@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from cxbench.logs import iter_log, read_header
 from cxbench.stats import approximate_randomization, holm, paired_bootstrap
 
 REGRESSION = "regression"
@@ -202,35 +203,13 @@ class _Log:
 
 def _read_log(path: str | Path) -> _Log:
     path = Path(path)
-    if not path.is_file():
-        raise CompareError(f"{path}: no such log file")
-    header: dict[str, Any] | None = None
+    header = read_header(path, CompareError)
     ids: list[str] = []
     stats: dict[str, dict[str, Any]] = {}
-    with path.open(encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise CompareError(f"{path}:{line_no}: not valid JSON ({exc.msg})") from None
-            if header is None:
-                if not isinstance(record, dict) or not isinstance(record.get("header"), dict):
-                    raise CompareError(f"{path}: not a cxbench per-sample log (no header on line 1)")
-                header = record["header"]
-                if not header.get("task"):
-                    raise CompareError(f"{path}: log header names no task")
-                continue
-            if not isinstance(record, dict) or "sample_id" not in record:
-                raise CompareError(f"{path}:{line_no}: log row without a sample_id")
-            sample_id = str(record["sample_id"])
-            if sample_id in stats:
-                raise CompareError(f"{path}:{line_no}: sample id {sample_id!r} appears twice")
-            ids.append(sample_id)
-            stats[sample_id] = record.get("stats") or {}
-    if header is None:
-        raise CompareError(f"{path}: empty log")
+    for _, _, record in iter_log(path, CompareError):
+        sample_id = str(record["sample_id"])
+        ids.append(sample_id)
+        stats[sample_id] = record.get("stats") or {}
     return _Log(path, header, ids, stats)
 
 
