@@ -330,6 +330,15 @@ class _Prepared:
     settings: dict[str, Any]
 
 
+def declared_dtype(dtype: str, config: dict[str, Any], default: str) -> str:
+    """The dtype setting for identities: as given, or ``auto:<dtype the checkpoint declares>``."""
+    if dtype != "auto":
+        return dtype
+    declared = config.get("dtype") or config.get("torch_dtype")
+    declared = declared or (config.get("text_config") or {}).get("dtype") or default
+    return f"auto:{declared}"
+
+
 def resolve_checkpoint(model_id: str, backend: str, revision: str | None = None) -> Path | None:
     """The local folder of a checkpoint given as a folder or a Hugging Face model id.
 
@@ -454,12 +463,7 @@ class HFModel(Model):
             raise ModelError(f"hf: cannot read {self.folder / 'config.json'}: {exc}") from None
 
     def _declared_dtype(self) -> str:
-        if self.dtype != "auto":
-            return self.dtype
-        config = self._config
-        declared = config.get("dtype") or config.get("torch_dtype")
-        declared = declared or (config.get("text_config") or {}).get("dtype") or "float32"
-        return f"auto:{declared}"
+        return declared_dtype(self.dtype, self._config, default="float32")
 
     def _load_kwargs(self) -> dict[str, Any]:
         return {

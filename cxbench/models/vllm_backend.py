@@ -72,6 +72,7 @@ from cxbench.models.hf import (
     _package_version,
     _request_seed,
     apply_profile,
+    declared_dtype,
     files_digest,
     find_profile,
     load_image,
@@ -355,12 +356,7 @@ class VLLMModel(Model):
         self._digest = files_digest(self.folder) if self.folder is not None else None
 
     def _declared_dtype(self) -> str:
-        if self.dtype != "auto":
-            return self.dtype
-        config = self._config
-        declared = config.get("dtype") or config.get("torch_dtype")
-        declared = declared or (config.get("text_config") or {}).get("dtype") or "unknown"
-        return f"auto:{declared}"
+        return declared_dtype(self.dtype, self._config, default="unknown")
 
     def engine_kwargs(self) -> dict[str, Any]:
         """The keyword arguments of ``vllm.LLM`` for one engine."""
