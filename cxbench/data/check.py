@@ -120,6 +120,10 @@ def _tally(report: CheckReport, split: str, family: str, samples: Iterable[Sampl
             report.labels[f"{split}/{family}"] = dict(labels.most_common())
 
 
+#: public name for adapters' own ``check`` methods: count one (split, family) sample stream
+tally = _tally
+
+
 def _check_nih(report: CheckReport, root: str) -> None:
     from cxbench.data import nih
 
@@ -178,6 +182,9 @@ def check_dataset(name: str, root: str | os.PathLike[str]) -> CheckReport:
             _check_nih(report, root)
         elif name == "local_csv":
             _check_local(report, root)
+        elif hasattr(get_adapter(name), "check"):
+            # adapters may inspect their own layout: ``check(report, root)`` fills the report
+            get_adapter(name).check(report, root)
         else:
             _check_generic(report, name, root)
     except (DataError, OSError) as exc:
