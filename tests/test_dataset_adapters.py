@@ -143,8 +143,8 @@ def test_nih_localization_one_sample_per_box_normalised(nih_root):
 
 
 def test_nih_unsupported_family_and_split(nih_root):
-    with pytest.raises(DataError, match="no change labels"):
-        _samples("temporal_comparison", "test", nih_root["root"])
+    with pytest.raises(DataError, match="families"):
+        _samples("vqa_open", "test", nih_root["root"])
     with pytest.raises(DataError, match="splits"):
         _samples("localization", "val", nih_root["root"])
     with pytest.raises(DataError, match="not found"):
@@ -331,3 +331,104 @@ def test_local_csv_errors_name_file_and_row(tmp_path):
     parser = argparse.ArgumentParser()
     add_check_arguments(parser)
     assert cli_check(parser.parse_args(["local_csv", str(jsonl)])) == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# NIH temporal pairs (label-derived change; task nih_temporal_label_change)
+
+TEMPORAL_PATIENTS = {"1": "test", "20": "train", "148": None}  # 148: split across the two lists
+
+
+@pytest.fixture(scope="module")
+def nih_temporal_root(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("nih_temporal")
+    lines = _lines("Data_Entry_2017_v2020.csv.gz")
+    rows = [line for line in lines[1:] if line.split(",")[3] in TEMPORAL_PATIENTS]
+    (root / "Data_Entry_2017_v2020.csv").write_text("\n".join([lines[0], *rows]) + "\n")
+    split = {"train": [], "test": []}
+    for line in rows:
+        image, patient = line.split(",")[0], line.split(",")[3]
+        follow_up = int(line.split(",")[2])
+        which = TEMPORAL_PATIENTS[patient] or ("train" if follow_up == 1 else "test")
+        split[which].append(image)
+    (root / "train_val_list.txt").write_text("\n".join(split["train"]) + "\n")
+    (root / "test_list.txt").write_text("\n".join(split["test"]) + "\n")
+    missing = "00000001_002.png"
+    (root / "images").mkdir()
+    for line in rows:
+        if line.split(",")[0] != missing:
+            Image.new("L", (32, 32), 40).save(root / "images" / line.split(",")[0])
+    return {"root": root, "rows": rows, "missing": missing}
+
+
+def test_nih_temporal_pairs_derive_change_from_label_sets(nih_temporal_root):
+    labels = {line.split(",")[0]: line.split(",")[1] for line in nih_temporal_root["rows"]}
+    # patient 1 (real rows): Cardiomegaly -> Cardiomegaly|Emphysema -> Cardiomegaly|Effusion
+    assert [labels[f"00000001_00{i}.png"] for i in range(3)] == [
+        "Cardiomegaly",
+        "Cardiomegaly|Emphysema",
+        "Cardiomegaly|Effusion",
+    ]
+    test = _samples("temporal_comparison", "test", nih_temporal_root["root"])
+    got = [(Path(s.images[0]).name, Path(s.images[1]).name, s.query["finding"], s.target) for s in test]
+    patient_1 = [g for g in got if g[0].startswith("00000001_")]
+    assert patient_1 == [
+        ("00000001_000.png", "00000001_001.png", "cardiomegaly", "stable"),
+        ("00000001_000.png", "00000001_001.png", "emphysema", "worsened"),
+        ("00000001_001.png", "00000001_002.png", "cardiomegaly", "stable"),
+        ("00000001_001.png", "00000001_002.png", "pleural effusion", "worsened"),
+        ("00000001_001.png", "00000001_002.png", "emphysema", "improved"),
+    ]
+    kinds = {(s.query["finding"], s.metadata["image_index"]): s.metadata["label_change"] for s in test}
+    assert kinds[("emphysema", "00000001_002.png")] == "resolved"
+    assert kinds[("emphysema", "00000001_001.png")] == "new"
+    sample = test[0]
+    assert sample.metadata["prior_image_index"] == "00000001_000.png"
+    assert "label-derived" in sample.metadata["change_source"]
+    assert sample.question.startswith("The first image is the prior study and the second image is the")
+    # patient 148: pairs with follow-up 1 (in the train list) cross the split lists and are left out
+    assert all(
+        "00000148_001.png" not in (Path(s.images[0]).name, Path(s.images[1]).name)
+        for split in ("train", "test")
+        for s in _samples("temporal_comparison", split, nih_temporal_root["root"])
+    )
+    assert any(g[0] == "00000148_002.png" for g in got)  # follow-ups 2 -> 3 are both in test
+    train = _samples("temporal_comparison", "train", nih_temporal_root["root"])
+    assert {Path(s.images[1]).name[:8] for s in train} == {"00000020"}
+    # without persistent findings: only new / resolved
+    no_stable = list(
+        NIHChestXray14Adapter().samples(
+            "temporal_comparison",
+            "test",
+            {"root": str(nih_temporal_root["root"]), "temporal_persistent": "false"},
+        )
+    )
+    assert no_stable and {s.target for s in no_stable} == {"improved", "worsened"}
+
+
+def test_nih_temporal_check_and_cli_run(nih_temporal_root, tmp_path, capsys):
+    from cxbench.cli import main
+
+    report = check_dataset("nih_chestxray14", nih_temporal_root["root"])
+    assert report.counts["test"]["temporal_comparison"] >= 5
+    assert set(report.labels["test/temporal_comparison"]) <= {"improved", "stable", "worsened"}
+    assert [Path(p).name for p in report.missing_images] == [nih_temporal_root["missing"]]
+    argv = ["run", "--tasks", "nih_temporal_label_change", "--data-root", str(nih_temporal_root["root"])]
+    for model in ("random", "prior"):
+        out = tmp_path / model
+        base = ["--model", model, "--no-progress", "--no-cache", "--output", str(out), "--bootstrap", "20"]
+        assert main([*argv, *base]) == 0, capsys.readouterr().err
+        result = json.loads((out / model / "nih_temporal_label_change.json").read_text())
+        assert result["n"] == report.counts["test"]["temporal_comparison"]
+        rows = [json.loads(x) for x in (out / model / "nih_temporal_label_change.samples.jsonl").open()]
+        assert any(r.get("error") == "missing_image" for r in rows)
+
+
+def test_nih_refuses_image_names_that_leave_the_folder(tmp_path):
+    lines = _lines("Data_Entry_2017_v2020.csv.gz")
+    bad = "../outside.png," + lines[1].split(",", 1)[1]
+    (tmp_path / "Data_Entry_2017_v2020.csv").write_text("\n".join([lines[0], lines[1], bad]) + "\n")
+    (tmp_path / "train_val_list.txt").write_text("")
+    (tmp_path / "test_list.txt").write_text(lines[1].split(",")[0] + "\n../outside.png\n")
+    report = check_dataset("nih_chestxray14", tmp_path)
+    assert any("row 2: 'Image Index' '../outside.png' is not a plain" in m for m in report.malformed)

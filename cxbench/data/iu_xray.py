@@ -45,29 +45,51 @@ def split_of(report_id: str) -> str:
     return "train" if bucket < 7 else "val" if bucket == 7 else "test"
 
 
-@lru_cache(maxsize=2)
-def load_reports(archive: str | None = None) -> tuple[dict[str, Any], ...]:
-    """Every report as {id, split, COMPARISON, INDICATION, FINDINGS, IMPRESSION} (missing = "")."""
-    path = Path(archive) if archive else reports_archive()
-    reports = []
-    with tarfile.open(path) as tar:
+def parse_report(data: bytes, name: str, where: str) -> dict[str, Any]:
+    """One report XML as {id, split, COMPARISON, INDICATION, FINDINGS, IMPRESSION, images}.
+
+    Missing sections are ""; ``images`` lists the ``parentImage id`` attributes in order
+    (e.g. ``CXR1_1_IM-0001-3001``, the stem of the image file). Raises DataError naming ``where``.
+    """
+    try:
+        root = ElementTree.fromstring(data)
+    except ElementTree.ParseError as exc:
+        raise DataError(f"{where}: not valid XML ({exc})") from None
+    report_id = "iu-" + Path(name).stem
+    record: dict[str, Any] = {"id": report_id, "split": split_of(report_id)}
+    for section in SECTIONS:
+        node = root.find(f".//AbstractText[@Label='{section}']")
+        record[section] = " ".join((node.text or "").split()) if node is not None else ""
+    record["images"] = [node.get("id", "") for node in root.iter("parentImage")]
+    return record
+
+
+def report_files(source: Path) -> Iterator[tuple[str, bytes, str]]:
+    """(member name, XML bytes, where) for every ``.xml`` of a ``.tgz`` or a folder of XMLs."""
+    if source.is_dir():
+        for path in sorted(source.glob("*.xml")):
+            yield path.name, path.read_bytes(), str(path)
+        return
+    with tarfile.open(source) as tar:
         for member in tar:
             if not (member.isfile() and member.name.endswith(".xml")):
                 continue
             handle = tar.extractfile(member)
-            if handle is None:
-                continue
-            try:
-                root = ElementTree.fromstring(handle.read())
-            except ElementTree.ParseError as exc:
-                raise DataError(f"{path}:{member.name}: not valid XML ({exc})") from None
-            report_id = "iu-" + Path(member.name).stem
-            record: dict[str, Any] = {"id": report_id, "split": split_of(report_id)}
-            for section in SECTIONS:
-                node = root.find(f".//AbstractText[@Label='{section}']")
-                record[section] = " ".join((node.text or "").split()) if node is not None else ""
-            reports.append(record)
-    reports.sort(key=lambda r: int(r["id"].split("-")[1]))
+            if handle is not None:
+                yield member.name, handle.read(), f"{source}:{member.name}"
+
+
+def _report_number(record: dict[str, Any]) -> int:
+    tail = record["id"].split("-", 1)[1]
+    return int(tail) if tail.isdigit() else 1 << 62
+
+
+@lru_cache(maxsize=2)
+def load_reports(archive: str | None = None) -> tuple[dict[str, Any], ...]:
+    """Every report as {id, split, COMPARISON, INDICATION, FINDINGS, IMPRESSION, images}."""
+    path = Path(archive) if archive else reports_archive()
+    reports = [parse_report(data, name, where) for name, data, where in report_files(path)]
+    reports.sort(key=_report_number)
     return tuple(reports)
 
 

@@ -63,20 +63,27 @@ class Row:
 
 def _raw_rows(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
     """(row number, row dict) pairs, or (row number, error message) for unreadable rows."""
+    from cxbench.data.validate import MAX_FIELD_CHARS, decoded_lines
+
     if path.suffix.lower() in (".jsonl", ".ndjson"):
-        with path.open(encoding="utf-8") as handle:
-            for number, line in enumerate(handle, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    yield number, f"not valid JSON ({exc.msg})"
-                    continue
-                yield number, row if isinstance(row, dict) else "not a JSON object"
+        for number, line in enumerate(decoded_lines(path, lambda n: f"{path}, row {n}"), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                yield number, f"not valid JSON ({exc.msg})"
+                continue
+            yield number, row if isinstance(row, dict) else "not a JSON object"
         return
-    with path.open(encoding="utf-8-sig", newline="") as handle:
-        reader = csv.DictReader(handle)
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: empty file (expected a header with an 'image' column)")
+    # physical lines are decoded one by one, so a non-UTF-8 byte is reported with its line
+    lines = decoded_lines(path, lambda n: f"{path}, line {n}")
+    csv.field_size_limit(MAX_FIELD_CHARS)  # the same limit whatever another module set before
+    reader = csv.DictReader(lines)
+    number = 0
+    try:
         if not reader.fieldnames or "image" not in [f.strip() for f in reader.fieldnames]:
             raise DataError(f"{path}: no 'image' column (columns: {reader.fieldnames})")
         for number, row in enumerate(reader, 1):
@@ -84,6 +91,8 @@ def _raw_rows(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
                 yield number, f"more values than columns: {row[None]}"  # type: ignore[index]
                 continue
             yield number, {k.strip(): v for k, v in row.items() if k is not None}
+    except csv.Error as exc:
+        raise DataError(f"{path}, row {number + 1}: unreadable CSV ({exc})") from None
 
 
 def _text(value: Any) -> str:

@@ -21,7 +21,17 @@ separate validation split). Families:
 - ``localization``: one sample per row of ``BBox_List_2017.csv``. NIH gives its boxes in
   pixels of the distributed 1024 x 1024 PNGs (not of ``OriginalImage[Width, Height]``, the
   size before resizing), so boxes are normalised by ``box_frame`` (default 1024, settable in
-  ``dataset.box_frame``). All official box images belong to ``test_list.txt``.
+  ``dataset.box_frame``). All official box images belong to ``test_list.txt``;
+- ``temporal_comparison`` (task ``nih_temporal_label_change``): consecutive follow-ups of one
+  patient (``Follow-up #`` k and k + 1 of a ``Patient ID``, prior image first), one sample per
+  finding of :data:`cxbench.labels.DISEASES_14` in either image's ``Finding Labels``. The change
+  label is **derived from the two label sets, not read by a radiologist**: a finding only in
+  the prior -> ``improved`` (resolved), only in the current -> ``worsened`` (new), in both ->
+  ``stable`` (persists; its severity may have changed either way, which NIH does not record).
+  ``metadata.label_change`` says which (``resolved`` / ``new`` / ``persistent``);
+  ``dataset.temporal_persistent: false`` leaves the persistent pairs out. Labels were mined from
+  reports by NLP, so the proxy inherits their noise. Both images of a pair must be in the
+  same split list (NIH's lists split by patient, so they are); pairs across lists are skipped.
 
 Image files are indexed by name once (a directory listing; no image is opened). A sample
 whose image is missing is still produced (the runner records ``missing_image``); rows that
@@ -46,6 +56,7 @@ from pathlib import Path
 from typing import Any
 
 from cxbench.data.adapters import DataError
+from cxbench.labels import DISEASES_14
 from cxbench.schema import Sample
 
 log = logging.getLogger(__name__)
@@ -69,7 +80,7 @@ NIH_TO_DISEASE = {
     "hernia": "hernia",
 }
 NO_FINDING = "no finding"
-FAMILIES = ("diagnosis_recall1", "localization")
+FAMILIES = ("diagnosis_recall1", "localization", "temporal_comparison")
 SPLITS = {"train": "train_val_list.txt", "test": "test_list.txt"}
 ENTRY_COLUMNS = ("Image Index", "Finding Labels", "Patient ID")
 BBOX_COLUMNS = ("Image Index", "Finding Label", "Bbox [x", "y", "w", "h]")
@@ -155,21 +166,42 @@ def _find_csv(root: Path, patterns: tuple[str, ...], packaged: str) -> Path | No
     return None
 
 
+def _decoded(path: Path, handle: Any) -> Iterator[str]:
+    """Lines of a binary stream decoded as UTF-8 one by one (BOM dropped), so errors name their line."""
+    for number, raw in enumerate(handle, 1):
+        try:
+            yield raw.decode("utf-8-sig" if number == 1 else "utf-8")
+        except UnicodeDecodeError as exc:
+            raise DataError(
+                f"{path}, line {number}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at position {exc.start})"
+            ) from None
+
+
 def _rows(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, dict[str, str]]]:
-    """(row number, row) pairs; row 1 is the first line after the header."""
-    with _open_text(path) as handle:
-        reader = csv.reader(handle)
-        header = next(reader, None)
-        if header is None:
-            raise DataError(f"{path}: empty file (expected columns {', '.join(required)})")
-        header = [h.strip() for h in header]
-        missing = [c for c in required if c not in header]
-        if missing:
-            raise DataError(f"{path}: missing column(s) {missing}; found {header}")
-        for number, values in enumerate(reader, 1):
-            if not any(v.strip() for v in values):
-                continue
-            yield number, {h: (values[i].strip() if i < len(values) else "") for i, h in enumerate(header)}
+    """(row number, row) pairs; row 1 is the first line after the header.
+
+    A file that cannot be read to its end (not UTF-8, a truncated or invalid gzip stream, a
+    broken CSV quote) raises ``DataError`` naming the file and the row where reading stopped.
+    """
+    number = 0
+    try:
+        with gzip.open(path) if path.suffix == ".gz" else path.open("rb") as handle:
+            reader = csv.reader(_decoded(path, handle))
+            header = next(reader, None)
+            if header is None:
+                raise DataError(f"{path}: empty file (expected columns {', '.join(required)})")
+            header = [h.strip() for h in header]
+            missing = [c for c in required if c not in header]
+            if missing:
+                raise DataError(f"{path}: missing column(s) {missing}; found {header}")
+            for number, values in enumerate(reader, 1):
+                if not any(v.strip() for v in values):
+                    continue
+                cells = {h: (values[i].strip() if i < len(values) else "") for i, h in enumerate(header)}
+                yield number, cells
+    except (UnicodeDecodeError, EOFError, OSError, csv.Error) as exc:
+        reason = f"{type(exc).__name__}: {exc}"
+        raise DataError(f"{path}, row {number + 1}: cannot read the file from here on ({reason})") from None
 
 
 def _read_entries(path: Path, problems: list[str]) -> dict[str, Entry]:
@@ -179,6 +211,9 @@ def _read_entries(path: Path, problems: list[str]) -> dict[str, Entry]:
         image = row["Image Index"]
         if not image:
             problems.append(f"{where}: empty 'Image Index'")
+            continue
+        if "/" in image or "\\" in image or image.startswith("."):
+            problems.append(f"{where}: 'Image Index' {image!r} is not a plain file name (refused)")
             continue
         if image in entries:
             problems.append(f"{where}: duplicate image {image!r} (first at {entries[image].where})")
@@ -218,7 +253,9 @@ def _read_boxes(path: Path, frame: float, problems: list[str]) -> list[Box]:
 
 
 def _read_split(path: Path) -> set[str]:
-    return {line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()}
+    from cxbench.data.validate import decoded_lines
+
+    return {line.strip() for line in decoded_lines(path) if line.strip()}
 
 
 def index_images(root: Path) -> dict[str, str]:
@@ -311,23 +348,80 @@ def _metadata(data: NIHData, entry: Entry, split: str) -> dict[str, Any]:
 
 
 def check_family(family: str) -> None:
-    if family == "temporal_comparison":
-        raise DataError(
-            "nih_chestxray14 has no temporal_comparison family: NIH ChestX-ray14 gives follow-up "
-            "studies but no change labels (improved / stable / worsened) between them"
-        )
     if family not in FAMILIES:
         raise DataError(f"nih_chestxray14 provides the families {', '.join(FAMILIES)}, not {family!r}")
 
 
+def follow_up_pairs(data: NIHData, split: str) -> Iterator[tuple[Entry, Entry]]:
+    """(prior, current) entries of consecutive follow-ups of one patient, both in ``split``.
+
+    Consecutive means follow-up numbers k and k + 1 of the same ``Patient ID``; a gap (an
+    image missing from the metadata) breaks the chain. Ordered by patient, then follow-up.
+    """
+    members = data.splits[split]
+    by_patient: dict[str, dict[int, Entry]] = {}
+    for entry in data.entries.values():
+        try:
+            number = int(entry.row.get("Follow-up #", ""))
+        except ValueError:
+            continue
+        by_patient.setdefault(entry.row.get("Patient ID", ""), {})[number] = entry
+    for patient in sorted(by_patient, key=lambda p: (len(p), p)):
+        visits = by_patient[patient]
+        for number in sorted(visits):
+            prior, current = visits[number], visits.get(number + 1)
+            if current is not None and prior.image in members and current.image in members:
+                yield prior, current
+
+
+#: label-derived change -> cxbench.labels.CHANGE_LABELS word
+LABEL_CHANGE = {"resolved": "improved", "new": "worsened", "persistent": "stable"}
+
+
+def _temporal(data: NIHData, split: str, persistent: bool = True) -> Iterator[Sample]:
+    for prior, current in follow_up_pairs(data, split):
+        before, after = set(prior.labels), set(current.labels)
+        for finding in (d for d in DISEASES_14 if d in before | after):
+            change = "persistent" if finding in before & after else "resolved" if finding in before else "new"
+            if change == "persistent" and not persistent:
+                continue
+            meta = _metadata(data, current, split)
+            meta.update(
+                prior_image_index=prior.image,
+                prior_follow_up=prior.row.get("Follow-up #", ""),
+                prior_labels=prior.labels,
+                prior_view=prior.row.get("View Position", ""),
+                label_change=change,
+                change_source="Finding Labels of the two images (label-derived, not a radiologist's reading)",
+            )
+            yield Sample(
+                id=f"nih:{prior.image}>{current.image}:{finding.replace(' ', '_')}",
+                images=[data.image_path(prior.image), data.image_path(current.image)],
+                question=(
+                    "The first image is the prior study and the second image is the current study. "
+                    f"Compared with the prior, has the {finding} improved, worsened, or remained stable?"
+                ),
+                target=LABEL_CHANGE[change],
+                query={"kind": "change", "finding": finding},
+                metadata=meta,
+            )
+
+
 def build_samples(
-    data: NIHData, family: str, split: str, box_frame: float = DEFAULT_BOX_FRAME
+    data: NIHData,
+    family: str,
+    split: str,
+    box_frame: float = DEFAULT_BOX_FRAME,
+    temporal_persistent: bool = True,
 ) -> Iterator[Sample]:
-    """Samples of one family and split, in CSV order."""
+    """Samples of one family and split, in CSV order (temporal: by patient and follow-up)."""
     check_family(family)
     if split not in data.splits:
         raise DataError(f"nih_chestxray14 has the splits {', '.join(data.splits)}, not {split!r}")
     members = data.splits[split]
+    if family == "temporal_comparison":
+        yield from _temporal(data, split, temporal_persistent)
+        return
     if family == "diagnosis_recall1":
         for image, entry in data.entries.items():
             if image not in members or len(entry.labels) != 1:
@@ -361,8 +455,14 @@ def build_samples(
         )
 
 
+def _flag(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() not in ("0", "false", "no", "off", "")
+    return bool(value)
+
+
 class NIHChestXray14Adapter:
-    """NIH ChestX-ray14 from ROOT (``params['root']``): diagnosis_recall1 and localization."""
+    """NIH ChestX-ray14 from ROOT (``params['root']``): diagnosis, localization, label-derived change."""
 
     name = "nih_chestxray14"
 
@@ -383,8 +483,10 @@ class NIHChestXray14Adapter:
                 data.root,
             )
         frame = float(params.get("box_frame", DEFAULT_BOX_FRAME))
-        for sample in build_samples(data, family, split, frame):
-            if params.get("skip_missing_images") and sample.metadata["image_index"] not in data.images:
+        persistent = _flag(params.get("temporal_persistent", True))
+        for sample in build_samples(data, family, split, frame, persistent):
+            names = [sample.metadata["image_index"], sample.metadata.get("prior_image_index")]
+            if params.get("skip_missing_images") and any(n and n not in data.images for n in names):
                 continue
             yield sample
 
@@ -396,4 +498,6 @@ class NIHChestXray14Adapter:
             if path is not None:
                 digest.update(path.name.encode() + b"\0" + path.read_bytes())
         digest.update(f"{len(data.images)}/{params.get('box_frame', DEFAULT_BOX_FRAME)}".encode())
+        if not _flag(params.get("temporal_persistent", True)):
+            digest.update(b"/no-persistent")
         return f"nih_chestxray14-{digest.hexdigest()[:16]}"

@@ -33,6 +33,7 @@ _LAZY: dict[str, str] = {
     "rouge_l": "cxbench.metrics.nlg:ROUGE_L",
     "mean_iou": "cxbench.metrics.grounding:MEAN_IOU",
     "acc_iou50": "cxbench.metrics.grounding:ACC_AT_IOU50",
+    "map50": "cxbench.metrics.detection:MAP50",
     "cider_d": "cxbench.metrics.nlg:CIDER_D",
     "meteor": "cxbench.metrics.nlg:METEOR",
     "spice": "cxbench.metrics.nlg:SPICE",
