@@ -136,6 +136,15 @@ def build_parser() -> argparse.ArgumentParser:
     phantom.add_argument("--seed", type=int, default=0)
     phantom.add_argument("--size", type=int, default=256)
     phantom.add_argument("--out", default=None, help="output folder (default: the user cache)")
+
+    cache = sub.add_parser("cache", help="check or repair the response cache")
+    cache_sub = cache.add_subparsers(dest="cache_command")
+    for name, text in (
+        ("check", "exit 1 if the cache file is damaged (SQLite header, length, quick_check)"),
+        ("repair", "move a damaged cache aside (PATH.corrupt-<date>) and rebuild it from its readable rows"),
+    ):
+        command = cache_sub.add_parser(name, help=text)
+        command.add_argument("path", nargs="?", default=None, help="cache file (default: the user cache)")
     return parser
 
 
@@ -362,6 +371,29 @@ def _cmd_table(args: argparse.Namespace) -> int:
     return cli_table(args)
 
 
+def _cmd_cache(args: argparse.Namespace) -> int:
+    from cxbench.cache import check_cache_file, repair_cache
+    from cxbench.paths import cache_dir
+
+    if not args.cache_command:
+        print("usage: cxbench cache {check,repair} [PATH]", file=sys.stderr)
+        return 2
+    path = Path(args.path) if args.path else cache_dir() / "responses.sqlite"
+    if args.cache_command == "check":
+        problem = check_cache_file(path)
+        print(f"{path}: {problem or ('ok' if path.exists() else 'no cache file yet')}")
+        return 1 if problem else 0
+    quarantine, kept, lost = repair_cache(path)
+    if quarantine is None:
+        print(f"{path}: ok, nothing to repair")
+    else:
+        print(
+            f"{path}: damaged file moved to {quarantine}; "
+            f"{kept} answer(s) copied into a fresh cache, {lost} lost"
+        )
+    return 0
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     from cxbench.serve import cli_serve
 
@@ -383,6 +415,7 @@ COMMANDS = {
     "arena": _cmd_arena,
     "export": _cmd_export,
     "import": _cmd_import,
+    "cache": _cmd_cache,
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import platform
@@ -59,6 +60,16 @@ def load_result(path: str | Path) -> dict[str, Any]:
     return result
 
 
+def markdown_cell(text: Any) -> str:
+    """``text`` safe inside a Markdown table cell: no HTML, no column break, no line break.
+
+    Model, task, metric and sample names come from result files and data sets; Markdown renders
+    raw HTML, so ``< > &`` become entities, ``|`` is escaped and line breaks become spaces.
+    """
+    text = html.escape(str(text), quote=False).replace("|", "\\|")
+    return " ".join(text.splitlines()) if "\n" in text or "\r" in text else text
+
+
 def leaderboard_markdown(results: list[dict[str, Any]], with_ci: bool = True) -> str:
     """Models as rows, each task's primary metric (and any extra listed ones) as columns."""
     columns: list[tuple[str, str]] = []
@@ -84,10 +95,10 @@ def leaderboard_markdown(results: list[dict[str, Any]], with_ci: bool = True) ->
             if with_ci and m.get("ci95"):
                 text += f" [{m['ci95'][0]:.3f}, {m['ci95'][1]:.3f}]"
             cells[(result["model"]["name"], *task_metric)] = text
-    header = "| model | " + " | ".join(f"{t} {m}" for t, m in columns) + " |"
+    header = "| model | " + " | ".join(f"{markdown_cell(t)} {markdown_cell(m)}" for t, m in columns) + " |"
     rule = "|---|" + "---|" * len(columns)
     lines = [header, rule]
     for model in models:
         row = [cells.get((model, *c), "–") for c in columns]
-        lines.append(f"| {model} | " + " | ".join(row) + " |")
+        lines.append(f"| {markdown_cell(model)} | " + " | ".join(row) + " |")
     return "\n".join(lines)

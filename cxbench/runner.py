@@ -10,8 +10,10 @@ exception) stops the run: it becomes an error record, scores as wrong, and is co
 from __future__ import annotations
 
 import dataclasses
+import glob
 import json
 import os
+import socket
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -70,14 +72,15 @@ def check_image(path: str) -> tuple[str, str] | None:
         return ("missing_image", f"image not found: {path}")
     key = (path, stat.st_mtime_ns, stat.st_size)
     if key not in _IMAGE_CHECKS:
-        from PIL import Image
+        from cxbench.images import ImageError, load_image
 
         try:
-            with Image.open(path) as image:
-                image.load()
+            load_image(path)  # the loader the model backends use (PNG/JPEG/DICOM, size limit)
             _IMAGE_CHECKS[key] = None
-        except Exception as exc:  # PIL raises many types for bad files
-            _IMAGE_CHECKS[key] = ("corrupt_image", f"cannot decode image {path}: {type(exc).__name__}: {exc}")
+        except ImageError as exc:  # names the file and the reason
+            _IMAGE_CHECKS[key] = ("corrupt_image", str(exc))
+        except Exception as exc:  # e.g. MemoryError: still only this sample fails
+            _IMAGE_CHECKS[key] = ("corrupt_image", f"cannot read image {path}: {type(exc).__name__}: {exc}")
     return _IMAGE_CHECKS[key]
 
 
@@ -140,7 +143,10 @@ def run_task(task: Task, model: Model, config: RunConfig, spec: str | None = Non
             raise ValueError(f"--shard {index}/{count}: the shard index must be in 0..{count - 1}")
         stem = f"{task.name}{shard_suffix(index, count)}"
     log_path = out_dir / f"{stem}.samples.jsonl"
-    partial = log_path.with_name(log_path.name + ".partial")
+    # per-process names: two runs of the same model and task at once never write into one file;
+    # the last to finish renames its complete log into place (atomic, like the result file)
+    partial = log_path.with_name(f"{log_path.name}.partial-{_process_tag()}")
+    _remove_stale_partials(log_path)
     scorer = Scorer(task)
     samples: Iterable[tuple[int, Sample]] = enumerate(
         task.samples(split=config.split, data_root=config.data_root)
@@ -179,7 +185,9 @@ def run_task(task: Task, model: Model, config: RunConfig, spec: str | None = Non
             progress.close()
         if cache is not None:
             cache.close()
-    finish_log(scorer, partial, log_path)  # corpus metrics, then the final log
+    finished = partial.with_name(f"{log_path.name}.done-{_process_tag()}")
+    finish_log(scorer, partial, finished)  # corpus metrics, then the final log
+    os.replace(finished, log_path)
     model_info = {
         "name": model.name,
         "spec": spec or model.name,
@@ -196,6 +204,25 @@ def run_task(task: Task, model: Model, config: RunConfig, spec: str | None = Non
     write_result(out_dir / f"{stem}.json", result)
     stats.seconds = time.perf_counter() - started
     return result, stats
+
+
+def _process_tag() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def _remove_stale_partials(log_path: Path) -> None:
+    """Delete partial logs left by killed runs of this host (their process no longer exists)."""
+    host = socket.gethostname()
+    for stale in log_path.parent.glob(f"{glob.escape(log_path.name)}.*-{glob.escape(host)}-*"):
+        kind, _, pid = stale.name[len(log_path.name) + 1 :].rpartition("-")
+        if not pid.isdigit() or kind not in (f"partial-{host}", f"done-{host}"):
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            stale.unlink(missing_ok=True)
+        except OSError:
+            pass  # a live process of another user
 
 
 def shard_suffix(index: int, count: int) -> str:
@@ -309,7 +336,12 @@ def rescore_log(
     errors: Counter = Counter()
     with Path(log_path).open(encoding="utf-8") as handle:
         for line_no, line in enumerate(handle, 1):
-            record = json.loads(line)
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(
+                    f"{log_path}:{line_no}: not valid JSON ({exc.msg}); the log is damaged or truncated"
+                ) from None
             if "header" in record:
                 if record["header"].get("task") != task.name:
                     raise ValueError(

@@ -23,7 +23,17 @@ request whose ``cxbench.sample_id`` contains
 * ``faultslow`` is answered only after ``FaultConfig.slow_s`` seconds;
 * ``faultjson`` gets a 200 whose body is not valid JSON;
 * ``fault429-once`` gets HTTP 429 with ``Retry-After: FaultConfig.retry_after`` on its
-  first attempt only, then a normal answer; ``fault429`` (without ``-once``) every time.
+  first attempt only, then a normal answer; ``fault429`` (without ``-once``) every time;
+  ``fault429-long`` every time with ``Retry-After: FaultConfig.long_retry_after`` (an hour by
+  default: clients must cap it); ``fault429-date`` once, with Retry-After as an HTTP date;
+* ``faultdrop`` gets the status line, headers and half of a valid body, then the connection is
+  closed (a server dying mid-response);
+* ``faultreset`` gets no answer: the connection is reset (TCP RST) right after the request;
+* ``faulttrickle`` gets a valid answer one byte every ``FaultConfig.trickle_s`` seconds (a
+  client deadline must cut it off);
+* ``faulthang`` gets nothing until the server shuts down;
+* ``faultempty`` gets a 200 with an empty body; ``faulthtml`` a 502 with an HTML proxy page;
+* ``fault500-twice`` gets HTTP 500 on its first two attempts, then a normal answer.
 """
 
 from __future__ import annotations
@@ -31,11 +41,14 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
+import email.utils
 import hashlib
 import ipaddress
 import json
 import os
 import shutil
+import socket
+import struct
 import sys
 import tempfile
 import threading
@@ -81,13 +94,24 @@ class FaultConfig:
 
     slow_s: float = 5.0  # delay of ``faultslow`` requests
     retry_after: str = "0"  # Retry-After header of ``fault429`` answers
+    long_retry_after: str = "3600"  # Retry-After header of ``fault429-long`` answers
+    trickle_s: float = 0.2  # seconds between two bytes of a ``faulttrickle`` answer
     markers: dict[str, str] = field(
         default_factory=lambda: {
+            "fault500-twice": "500-twice",
             "fault500": "500",
             "faultslow": "slow",
             "faultjson": "json",
             "fault429-once": "429-once",
+            "fault429-long": "429-long",
+            "fault429-date": "429-date",
             "fault429": "429",
+            "faultdrop": "drop",
+            "faultreset": "reset",
+            "faulttrickle": "trickle",
+            "faulthang": "hang",
+            "faultempty": "empty",
+            "faulthtml": "html",
         }
     )
 
@@ -355,8 +379,52 @@ class ChatHandler(BaseHTTPRequestHandler):
     def _inject(self, faults: FaultConfig, sample_id: str, attempt: int) -> bool:
         """Produce the configured fault for this request; True if the request was answered."""
         fault = faults.fault_for(sample_id)
-        if fault == "500":
+        if fault == "500" or (fault == "500-twice" and attempt <= 2):
             self._error(500, "injected fault: internal server error", kind="server_error")
+        elif fault == "429-long":
+            self._error(
+                429,
+                "injected fault: rate limited",
+                "rate_limit_error",
+                {"Retry-After": faults.long_retry_after},
+            )
+        elif fault == "429-date" and attempt == 1:
+            when = email.utils.formatdate(time.time() + 1, usegmt=True)
+            self._error(429, "injected fault: rate limited", "rate_limit_error", {"Retry-After": when})
+        elif fault in ("drop", "trickle"):
+            body = json.dumps(
+                {"choices": [{"message": {"role": "assistant", "content": "yes " * 40}}]}
+            ).encode()
+            self.close_connection = True
+            try:
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if fault == "drop":
+                    self.wfile.write(body[: len(body) // 2])
+                    self.wfile.flush()
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                else:
+                    for i in range(len(body)):
+                        if self.server.stopping.wait(faults.trickle_s):
+                            break
+                        self.wfile.write(body[i : i + 1])
+                        self.wfile.flush()
+            except OSError:
+                pass  # the client gave up
+        elif fault == "reset":
+            self.close_connection = True
+            # SO_LINGER with a zero timeout: close() sends a TCP RST instead of a clean FIN
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        elif fault == "hang":
+            self.close_connection = True
+            self.server.stopping.wait()
+        elif fault == "empty":
+            self._send(200, raw=b"")
+        elif fault == "html":
+            page = b"<html><body><h1>502 Bad Gateway</h1><script>alert(1)</script></body></html>"
+            self._send(502, raw=page, headers={"Content-Type": "text/html"})
         elif fault == "json":
             self._send(200, raw=b'{"choices": [{"message": {"content": "tru')
         elif fault == "429" or (fault == "429-once" and attempt == 1):

@@ -55,10 +55,9 @@ def _parse_text(text: str, sample: Sample, args: dict[str, Any]) -> Any:
 def _parse_box(text: str, sample: Sample, args: dict[str, Any]) -> Any:
     size = sample.metadata.get("image_size")
     if not size:
-        from PIL import Image
+        from cxbench.images import image_size
 
-        with Image.open(sample.images[-1]) as image:
-            size = image.size
+        size = image_size(sample.images[-1])  # header only (PNG/JPEG/DICOM)
     return parsing.parse_box(text, (int(size[0]), int(size[1])), scale=args.get("box_scale", "auto"))
 
 

@@ -432,8 +432,9 @@ def perturb_image(path: str, name: str, seed: int = 0) -> tuple[str, bytes | Non
     """The perturbed copy of the image at ``path`` (written once) and the digest it derives from.
 
     Returns ``(path, None)`` unchanged when the image is missing or cannot be decoded.
+    DICOM sources are perturbed as rendered by :func:`cxbench.images.load_image` (8-bit).
     """
-    from PIL import Image
+    from cxbench.images import load_image
 
     try:
         stat = os.stat(path)
@@ -450,11 +451,7 @@ def perturb_image(path: str, name: str, seed: int = 0) -> tuple[str, bytes | Non
     out_path = cache_dir() / "variants" / name / key[:2] / f"{key}.png"
     if not out_path.exists():
         try:
-            import io
-
-            with Image.open(io.BytesIO(data)) as image:
-                image.load()
-                values, top, dtype = _to_array(image)
+            values, top, dtype = _to_array(load_image(path, native=True))
         except Exception:  # a corrupt image stays as it is: the runner reports it
             return path, None
         rng = np.random.default_rng(int.from_bytes(digest[:8], "little"))
@@ -503,10 +500,9 @@ def _image_size(path: str, sample: Sample) -> tuple[int, int] | None:
     if size:
         return int(size[0]), int(size[1])
     try:
-        from PIL import Image
+        from cxbench.images import image_size
 
-        with Image.open(path) as image:
-            return image.size
+        return image_size(path)
     except Exception:
         return None
 

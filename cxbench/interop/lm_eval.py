@@ -104,13 +104,9 @@ class TaskGlue:
 
     def doc_to_image(self, doc: dict[str, Any]) -> list:
         """PIL images of the sample, in cxbench order (prior first, then current)."""
-        from PIL import Image
+        from cxbench.images import load_image
 
-        images = []
-        for path in self.sample(doc).images:
-            with Image.open(path) as image:
-                images.append(image.convert("RGB"))
-        return images
+        return [load_image(path).convert("RGB") for path in self.sample(doc).images]
 
     # -- scoring --------------------------------------------------------------------
     def process_results(self, doc: dict[str, Any], results: Sequence[Any]) -> dict[str, Any]:

@@ -253,7 +253,7 @@ def _load_labeler(checkpoint: Path, device: str) -> tuple[tuple[str, str], Any, 
             tokenizer = BertTokenizer.from_pretrained(TOKENIZER)
             tokenizer.model_max_length = 1 << 30  # reports are cut to 512 ids below, without warnings
             model = bert_labeler(inference=True)
-        state = torch.load(checkpoint, map_location=device)
+        state = torch.load(checkpoint, map_location=device, weights_only=True)  # never unpickle code
         state = state.get("model_state_dict", state)
         state = {k.removeprefix("module."): v for k, v in state.items()}
         result = model.load_state_dict(state, strict=False)  # strict=False as f1chexbert

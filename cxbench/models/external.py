@@ -28,8 +28,12 @@ class PredictionsModel(Model):
             raise ModelError(f"predictions file not found: {self.path}")
         self.name = name or f"predictions-{self.path.stem}"
         self._rows: dict[tuple[str | None, str], str] = {}
-        with self.path.open(encoding="utf-8") as handle:
-            for line_no, line in enumerate(handle, 1):
+        from cxbench.data.adapters import DataError
+        from cxbench.data.validate import decoded_lines
+
+        first_line: dict[tuple[str | None, str], int] = {}
+        try:
+            for line_no, line in enumerate(decoded_lines(self.path), 1):
                 if not line.strip():
                     continue
                 try:
@@ -40,7 +44,15 @@ class PredictionsModel(Model):
                     raise ModelError(
                         f"{self.path}:{line_no}: expected a JSON object with 'id' and 'output'"
                     ) from None
+                if key in first_line:  # two answers for one sample: which one to score is unknowable
+                    raise ModelError(
+                        f"{self.path}:{line_no}: a second prediction for sample {key[1]!r}"
+                        f"{f' of task {key[0]!r}' if key[0] else ''} (first on line {first_line[key]})"
+                    )
+                first_line[key] = line_no
                 self._rows[key] = "" if output is None else str(output)
+        except DataError as exc:  # not UTF-8
+            raise ModelError(str(exc)) from None
         self._digest = hashlib.sha256(self.path.read_bytes()).hexdigest()[:16]
 
     def identity(self) -> str:

@@ -259,18 +259,13 @@ def apply_profile(
 
 
 def load_image(path: str, max_pixels: int | None = None) -> Image.Image:
-    """An RGB PIL image; 16-bit / float images min-max scaled to 8 bits; shrunk to ``max_pixels``."""
-    import numpy as np
+    """An RGB PIL image read by :func:`cxbench.images.load_image` (PNG/JPEG/DICOM; 16-bit / float
+    images min-max scaled to 8 bits; DICOM windowed), shrunk to ``max_pixels``."""
     from PIL import Image
 
-    with Image.open(path) as image:
-        image.load()
-        if image.mode in ("I", "F") or image.mode.startswith("I;16"):
-            array = np.asarray(image, dtype=np.float64)
-            low, high = float(array.min()), float(array.max())
-            scaled = (array - low) * (255.0 / (high - low)) if high > low else np.zeros_like(array)
-            image = Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8))
-        rgb = image.convert("RGB")
+    from cxbench.images import load_image as read_image
+
+    rgb = read_image(path).convert("RGB")
     if max_pixels and rgb.width * rgb.height > max_pixels:
         scale = math.sqrt(max_pixels / (rgb.width * rgb.height))
         size = (max(1, int(rgb.width * scale)), max(1, int(rgb.height * scale)))

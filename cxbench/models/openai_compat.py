@@ -73,7 +73,17 @@ def image_mime(path: str | Path, data: bytes) -> str:
 
 
 def image_data_url(path: str | Path) -> str:
-    """A ``data:<mime>;base64,...`` URL holding the file's bytes."""
+    """A ``data:<mime>;base64,...`` URL holding the file's bytes (DICOM: rendered to an 8-bit PNG)."""
+    from cxbench.images import is_dicom
+
+    if is_dicom(path):  # no server decodes DICOM: send it as cxbench.images renders it
+        import io
+
+        from cxbench.images import load_image
+
+        buffer = io.BytesIO()
+        load_image(path).save(buffer, format="PNG")
+        return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
     data = Path(path).read_bytes()
     return f"data:{image_mime(path, data)};base64,{base64.b64encode(data).decode('ascii')}"
 
@@ -153,7 +163,10 @@ class OpenAIModel(Model):
     The API key is read from the environment variable named by ``api_key_env`` (no
     ``Authorization`` header when it is unset). ``timeout`` bounds each attempt (seconds),
     ``max_retries`` the extra attempts after the first, ``backoff`` the first retry wait
-    (doubled each time, plus up to 50% jitter seeded by ``seed`` and the sample id).
+    (doubled each time, plus up to 50% jitter seeded by ``seed`` and the sample id), and
+    ``max_retry_wait`` caps any one wait, including a server's ``Retry-After``. One request
+    therefore never takes longer than ``(max_retries + 1) * timeout + max_retries *
+    max_retry_wait`` seconds, whatever the server does (a trickle of bytes included).
     ``send_cxbench_fields`` adds ``"cxbench": {task, family, sample_id, choices, query}``
     to each body, for ``cxbench serve`` (structured baselines need it); real servers would
     reject or ignore it, so it is off by default. Any other keyword goes into the body as is
@@ -169,6 +182,7 @@ class OpenAIModel(Model):
         timeout: float = 60.0,
         max_retries: int = 4,
         backoff: float = 0.5,
+        max_retry_wait: float = MAX_RETRY_WAIT,
         name: str | None = None,
         send_cxbench_fields: bool = False,
         seed: int = 0,
@@ -188,6 +202,7 @@ class OpenAIModel(Model):
         self.timeout = float(timeout)
         self.max_retries = max(0, int(max_retries))
         self.backoff = max(0.0, float(backoff))
+        self.max_retry_wait = max(0.0, float(max_retry_wait))
         self.send_cxbench_fields = bool(send_cxbench_fields)
         self.seed = int(seed)
         self.extra_body = dict(extra_body)
@@ -210,6 +225,7 @@ class OpenAIModel(Model):
             "timeout": self.timeout,
             "max_retries": self.max_retries,
             "backoff": self.backoff,
+            "max_retry_wait": self.max_retry_wait,
             "send_cxbench_fields": self.send_cxbench_fields,
             "seed": self.seed,
             "extra_body": dict(sorted(self.extra_body.items())),
@@ -267,9 +283,10 @@ class OpenAIModel(Model):
                 if attempt == attempts:
                     return Response(text="", error=f"openai: {exc} (after {attempt} attempt(s))")
                 if exc.wait is not None:
-                    wait = min(exc.wait, MAX_RETRY_WAIT)
+                    wait = min(exc.wait, self.max_retry_wait)
                 else:
-                    wait = min(self.backoff * 2 ** (attempt - 1) * (1 + 0.5 * rng.random()), MAX_RETRY_WAIT)
+                    wait = self.backoff * 2 ** (attempt - 1) * (1 + 0.5 * rng.random())
+                    wait = min(wait, self.max_retry_wait)
                 time.sleep(wait)
                 continue
             return Response(
@@ -302,11 +319,13 @@ class OpenAIModel(Model):
                     raise TimeoutError
                 if connection.sock is not None:
                     connection.sock.settimeout(remaining)
-                chunk = response.read(65536)
+                chunk = response.read1(65536)  # one recv at most: the deadline is checked often
                 if not chunk:
                     break
                 chunks.append(chunk)
             body = b"".join(chunks)
+            if response.length:  # read1 returns b"" at EOF even when the declared length is not reached
+                raise http.client.IncompleteRead(body, response.length)
             status = response.status
             retry_after = response.getheader("Retry-After")
         except TimeoutError:

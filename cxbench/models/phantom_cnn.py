@@ -45,9 +45,10 @@ _INDEX = {d: i for i, d in enumerate(DISEASES_14)}
 def _load_image(path: str, size: int) -> np.ndarray:
     from PIL import Image
 
-    with Image.open(path) as image:
-        gray = image.convert("L").resize((size, size), Image.BILINEAR)
-        return np.asarray(gray, dtype=np.float32) / 255.0
+    from cxbench.images import load_image
+
+    gray = load_image(path).convert("L").resize((size, size), Image.BILINEAR)
+    return np.asarray(gray, dtype=np.float32) / 255.0
 
 
 class PhantomCNNModel(Model):

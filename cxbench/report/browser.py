@@ -15,6 +15,7 @@ import base64
 import html
 import io
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -26,25 +27,35 @@ THUMB = 320
 
 def _thumbnail(path: str) -> str | None:
     """A base64 JPEG data URL of the image, or None when it cannot be read."""
-    from PIL import Image
+    from cxbench.images import load_image
 
     try:
-        with Image.open(path) as image:
-            image = image.convert("L")
-            image.thumbnail((THUMB, THUMB))
-            buffer = io.BytesIO()
-            image.save(buffer, format="JPEG", quality=80)
+        image = load_image(path).convert("L")  # PNG/JPEG/DICOM, as the models see it
+        image.thumbnail((THUMB, THUMB))
+        buffer = io.BytesIO()
+        image.save(buffer, format="JPEG", quality=80)
     except Exception:
         return None
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
 def _boxes(value: Any) -> list[list[float]]:
-    """Boxes in a target/parsed value: one box, a list of boxes, or none."""
-    if isinstance(value, list) and len(value) == 4 and all(isinstance(v, (int, float)) for v in value):
-        return [list(value)]
-    if isinstance(value, list) and value and all(isinstance(v, list) and len(v) == 4 for v in value):
-        return [list(v) for v in value]
+    """Boxes in a target/parsed value: one box, a list of boxes, or none.
+
+    Only finite numbers are drawn (values come from log files: text there must never reach the SVG).
+    """
+
+    def is_box(box: Any) -> bool:
+        return (
+            isinstance(box, list)
+            and len(box) == 4
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in box)
+        )
+
+    if is_box(value):
+        return [[float(v) for v in value]]
+    if isinstance(value, list):
+        return [[float(v) for v in box] for box in value if is_box(box)]
     return []
 
 

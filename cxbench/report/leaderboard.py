@@ -161,6 +161,15 @@ def _plots(board: Leaderboard, results: list[dict[str, Any]], ranking: list[tupl
     import matplotlib
 
     matplotlib.use("Agg")
+    # names and breakdown keys come from result files: draw them as plain text, never as
+    # mathtext ("$\\frac{...}$" would be parsed, and a malformed one would stop the build)
+    with matplotlib.rc_context({"text.parse_math": False, "text.usetex": False}):
+        return _draw_plots(board, results, ranking, out)
+
+
+def _draw_plots(
+    board: Leaderboard, results: list[dict[str, Any]], ranking: list[tuple[str, float]], out: Path
+) -> dict[str, str]:
     import matplotlib.pyplot as plt
 
     plots: dict[str, str] = {}
@@ -179,8 +188,10 @@ def _plots(board: Leaderboard, results: list[dict[str, Any]], ranking: list[tupl
         cells = [_cell(results, m, task, metric) for m in models]
         fig, ax = plt.subplots(figsize=(4.2, 2.8))
         values = [c["value"] if c else 0.0 for c in cells]
-        low = [c["value"] - c["ci95"][0] if c and c.get("ci95") else 0.0 for c in cells]
-        high = [c["ci95"][1] - c["value"] if c and c.get("ci95") else 0.0 for c in cells]
+        # a percentile bootstrap CI need not contain the point estimate (skewed corpus metrics):
+        # whiskers then start at the bar's top instead of failing the build
+        low = [max(c["value"] - c["ci95"][0], 0.0) if c and c.get("ci95") else 0.0 for c in cells]
+        high = [max(c["ci95"][1] - c["value"], 0.0) if c and c.get("ci95") else 0.0 for c in cells]
         ax.bar(range(len(models)), values, yerr=[low, high], capsize=4, color="#4c72b0")
         ax.set_xticks(range(len(models)), models, rotation=20, ha="right", fontsize=8)
         ax.set_title(f"{task}\n{metric}", fontsize=9)

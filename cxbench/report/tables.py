@@ -59,9 +59,11 @@ def _load_one(path: Path, explicit: bool) -> dict[str, Any] | None:
 
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         if explicit:
-            raise ValueError(f"{path}: not valid JSON ({exc.msg})") from None
+            raise ValueError(f"{path}: not valid JSON ({exc})") from None
+        # a damaged file in a results folder is skipped, loudly: a table must not lose a row silently
+        print(f"cxbench: skipped {path}: not valid JSON ({exc})", file=sys.stderr)
         return None
     if not _looks_like_result(data):
         if explicit:
@@ -287,7 +289,15 @@ def _latex_table(models, cells, cols, directions, ranks, ci, caption, label, dig
 
 
 def _md_escape(text: Any) -> str:
-    return str(text).replace("|", r"\|")
+    from cxbench.results import markdown_cell
+
+    return markdown_cell(text)
+
+
+def _csv_text(text: Any) -> str:
+    """A text cell that a spreadsheet will not run as a formula (``=``, ``+``, ``-``, ``@`` ...)."""
+    text = str(text)
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
 def _markdown_table(models, cells, cols, directions, ranks, ci, caption, label, digits, ci_digits) -> str:
@@ -321,12 +331,12 @@ def _csv_table(models, cells, cols, ci) -> str:
     writer = csv.writer(buffer, lineterminator="\n")
     header = ["model"]
     for task, metric in cols:
-        header.append(f"{task}/{metric}")
+        header.append(_csv_text(f"{task}/{metric}"))
         if ci:
-            header += [f"{task}/{metric} ci_low", f"{task}/{metric} ci_high"]
+            header += [_csv_text(f"{task}/{metric} ci_low"), _csv_text(f"{task}/{metric} ci_high")]
     writer.writerow(header)
     for model in models:
-        row: list[Any] = [model]
+        row: list[Any] = [_csv_text(model)]
         for column in cols:
             value, interval = cells.get((model, column), (None, None))
             row.append("" if value is None else repr(value))
