@@ -432,3 +432,26 @@ def test_nih_refuses_image_names_that_leave_the_folder(tmp_path):
     (tmp_path / "test_list.txt").write_text(lines[1].split(",")[0] + "\n../outside.png\n")
     report = check_dataset("nih_chestxray14", tmp_path)
     assert any("row 2: 'Image Index' '../outside.png' is not a plain" in m for m in report.malformed)
+
+
+def test_data_set_warnings_are_shown_once_per_process(caplog):
+    """A run loads a data set once per task and split; its "skipped N rows" warning shows once."""
+    import logging
+
+    from cxbench.data.adapters import get_adapter
+
+    get_adapter("mimic_cxr")  # loads cxbench.data.mimic_cxr and cxbench.data.chexpert
+    logger = logging.getLogger("cxbench.data.chexpert")
+    with caplog.at_level(logging.WARNING):
+        for _ in range(3):
+            logger.warning("mimic_cxr: skipped %d malformed row(s) under %s", 2, "/x/once-test")
+        logger.warning("mimic_cxr: skipped %d malformed row(s) under %s", 2, "/y/once-test")
+        logger.error("an error is never swallowed")
+        logger.error("an error is never swallowed")
+    messages = [r.getMessage() for r in caplog.records if "once-test" in r.getMessage() or "error" in r.message]
+    assert messages == [
+        "mimic_cxr: skipped 2 malformed row(s) under /x/once-test",
+        "mimic_cxr: skipped 2 malformed row(s) under /y/once-test",
+        "an error is never swallowed",
+        "an error is never swallowed",
+    ]

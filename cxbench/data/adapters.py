@@ -11,6 +11,7 @@ An adapter is looked up by the ``dataset.name`` of a task YAML. Built in:
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
@@ -147,12 +148,42 @@ _LAZY_ADAPTERS = {
 }
 
 
+class _OncePerProcess(logging.Filter):
+    """Lets each distinct data-set warning through once: a run loads a data set once per task
+    and split, and "skipped 3 malformed rows" should not be repeated for each of them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._seen: set[tuple[str, str]] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING or record.levelno >= logging.ERROR:
+            return True
+        key = (record.name, record.getMessage())
+        if key in self._seen:
+            return False
+        self._seen.add(key)
+        return True
+
+
+_ONCE = _OncePerProcess()
+
+
+def _quiet_repeats() -> None:
+    for logger_name in list(logging.root.manager.loggerDict):
+        if logger_name.startswith("cxbench.data."):
+            logger = logging.getLogger(logger_name)
+            if _ONCE not in logger.filters:
+                logger.addFilter(_ONCE)
+
+
 def get_adapter(name: str) -> DatasetAdapter:
     if name not in _ADAPTERS and name in _LAZY_ADAPTERS:
         import importlib
 
         module, cls = _LAZY_ADAPTERS[name].split(":")
         _ADAPTERS[name] = getattr(importlib.import_module(module), cls)()
+        _quiet_repeats()
     if name not in _ADAPTERS:
         raise DataError(
             f"unknown dataset {name!r}; known: {', '.join(sorted({*_ADAPTERS, *_LAZY_ADAPTERS}))}"
