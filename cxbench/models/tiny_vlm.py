@@ -126,13 +126,16 @@ def build_tiny_qwen2_5_vl(
     num_layers: int = 2,
     vision_depth: int = 1,
     max_image_tokens: int = 64,
+    vision_hidden_size: int = 32,
 ) -> Path:
     """Build and save a tiny random Qwen2.5-VL checkpoint in ``out_dir``; return the folder.
 
     ``corpus`` (texts) trains the tokenizer; by default :func:`default_corpus` (phantom reports
     with random findings, the built-in task prompts, answer forms). ``seed`` fixes the default
     corpus and the weights. ``max_image_tokens`` bounds the image tokens per image (the image
-    processor's ``max_pixels`` is that many merged 28x28 patches).
+    processor's ``max_pixels`` is that many merged 28x28 patches). ``vision_hidden_size`` is the
+    width of the vision tower (16 per attention head); the defaults give the ~0.2 M-parameter test
+    model, ``reference_training``'s toy run uses a wider and deeper one.
     """
     import torch
     from transformers import PreTrainedTokenizerFast, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
@@ -177,9 +180,9 @@ def build_tiny_qwen2_5_vl(
         },
         vision_config={
             "depth": vision_depth,
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_heads": 2,
+            "hidden_size": vision_hidden_size,
+            "intermediate_size": 2 * vision_hidden_size,
+            "num_heads": max(2, vision_hidden_size // 16),
             "out_hidden_size": hidden_size,
             "fullatt_block_indexes": list(range(vision_depth)),
             "window_size": 112,
