@@ -40,6 +40,7 @@ distractors and orders are drawn from a hash of the sample id and ``seed``.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -103,7 +104,7 @@ def load_samples(dataset: str, family: str, split: str, params: dict[str, Any] |
     try:
         return list(get_adapter(dataset).samples(family, split, dict(params or {})))
     except ValueError as exc:  # DataError is a ValueError; "no task family" too
-        if "family" in str(exc):
+        if "famil" in str(exc):  # "no task family X" / "provides the families ..., not X"
             return []
         raise
 
@@ -180,10 +181,9 @@ def _image_size(sample: Sample) -> tuple[int, int]:
     size = sample.metadata.get("image_size") if isinstance(sample.metadata, dict) else None
     if size:
         return int(size[0]), int(size[1])
-    from PIL import Image
+    from cxbench.images import image_size
 
-    with Image.open(sample.images[-1]) as image:
-        return image.size
+    return image_size(sample.images[-1])  # header only; DICOM too
 
 
 def _boxes(sample: Sample) -> list[dict[str, Any]]:
@@ -499,6 +499,11 @@ def build_stage(
         data.examples = _limit(texts, limit_per_family, "text", seed)
         return data
     by_family = {family: load_samples(dataset, family, split, params) for family in families}
+    for family, samples in by_family.items():  # a missing image would stop training later
+        present = [s for s in samples if all(os.path.exists(p) for p in s.images)]
+        for _ in range(len(samples) - len(present)):
+            data.skip(f"{family}: image file missing")
+        by_family[family] = present
     studies = [s for family in families for s in by_family[family]]
     if stage == "grpo_closed":
         prompts = list(rl_closed_prompts(by_family.get("vqa_closed", []), reports, data))

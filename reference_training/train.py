@@ -159,6 +159,18 @@ def stage_examples(config: StageConfig) -> tuple[list[Example], dict[str, int]]:
         interleaved_fraction=data.interleaved_fraction,
         seed=data.seed,
     )
+    if not built.examples:
+        needs = {
+            "text_warmup": "report_generation or text samples",
+            "grpo_closed": "multiple-choice vqa_closed samples whose options name findings (e.g. phantom; "
+            "yes/no-only data sets such as mimic_cxr or chexpert give none)",
+            "grpo_open": "studies with a disease set: metadata['findings'] or diagnosis_recall1 targets",
+        }.get(config.stage, "samples of the configured families")
+        skipped = ", ".join(f"{reason}: {n}" for reason, n in built.skipped.items()) or "none"
+        raise ValueError(
+            f"stage {config.stage}: data set {data.dataset!r} (split {data.split!r}) gave no examples; "
+            f"this stage needs {needs}. Samples skipped: {skipped}"
+        )
     return built.examples, built.skipped
 
 

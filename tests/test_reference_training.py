@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 from conftest import SMALL_PHANTOM
@@ -448,3 +449,32 @@ def test_accelerate_and_deepspeed_configs_parse():
     assert ds["zero_optimization"]["stage"] == 3
     assert ds["zero_optimization"]["stage3_gather_16bit_weights_on_model_save"] is True
     assert ds["bf16"]["enabled"] == "auto"
+
+
+def test_builders_read_a_real_data_set_layout(tmp_path):
+    """On a data-set adapter other than phantom (MIMIC-CXR layout fixture): families the adapter
+    does not serve are left out, samples whose image is missing are skipped and counted, the
+    yes/no and diagnosis samples still give interleaved and RL examples, and a stage without
+    usable data stops with a message saying what it needs."""
+    from fixtures_mimic_chexpert_iu import build_mimic, iu_reports
+
+    from reference_training.config import DataConfig, StageConfig
+    from reference_training.train import stage_examples
+
+    fixture = build_mimic(tmp_path / "mimic", iu_reports())
+    params = {"root": str(fixture["root"])}
+    sft = build_stage("sft", "mimic_cxr", "test", params)
+    assert {e.family for e in sft.examples} >= {"vqa_closed", "report_generation"}
+    assert sft.skipped.get("vqa_closed: image file missing", 0) >= 1
+    assert all(Path(p).exists() for e in sft.examples for p in e.images)
+    cold = build_stage("cold_start", "mimic_cxr", "test", params)
+    interleaved = [e for e in cold.examples if "<think>" in e.completion]
+    assert interleaved and all(R.format_reward(e.completion) == 1.0 for e in interleaved)
+    config = StageConfig(
+        stage="grpo_closed",
+        model="unused",
+        output_dir=str(tmp_path / "out"),
+        data=DataConfig(dataset="mimic_cxr", split="test", params=params),
+    )
+    with pytest.raises(ValueError, match=r"grpo_closed: data set 'mimic_cxr'.*multiple-choice"):
+        stage_examples(config)
