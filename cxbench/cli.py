@@ -202,9 +202,28 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
     table = leaderboard_markdown(results)
-    atomic_write_text(Path(args.output) / "leaderboard.md", table + "\n")
+    # the folder's table covers every model evaluated into it, not only this run's
+    folder_table = leaderboard_markdown(_folder_results(Path(args.output), results))
+    atomic_write_text(Path(args.output) / "leaderboard.md", folder_table + "\n")
     print(table)
     return 0
+
+
+def _folder_results(out: Path, current: list[dict]) -> list[dict]:
+    """Result files already in ``out`` (``MODEL/TASK.json``; other models first, sorted by folder)
+    followed by this run's results, which replace older files of the same model and task."""
+    mine = {(r["model"]["name"], r["task"]["name"]) for r in current}
+    earlier: dict[tuple[str, str], dict] = {}
+    for path in sorted(out.glob("*/*.json")):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            key = (data["model"]["name"], data["task"]["name"])
+            if not isinstance(data["metrics"], dict) or key in mine:
+                continue
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # not a result file (or damaged: `cxbench table` reports those)
+        earlier[key] = data
+    return [*earlier.values(), *current]
 
 
 def _add_robustness_drop(result: dict, task, out_dir: Path) -> None:

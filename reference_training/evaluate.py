@@ -86,6 +86,7 @@ def summarize(examples: Sequence[Example], completions: Sequence[str], weights: 
     out: dict[str, Any] = {"n": len(rows)}
     names = list(rows[0]) if rows else []
     out["all"] = {name: statistics.fmean(r[name] for r in rows) for name in names}
+    out["per_prompt_total"] = [round(r["total"], 6) for r in rows]  # for paired comparisons
     for kind in ("closed", "open"):
         subset = [r for e, r in zip(examples, rows, strict=True) if e.target and e.target.kind == kind]
         if subset:

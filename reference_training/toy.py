@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", default=None, help="checkpoints folder (default: the cxbench cache)")
     parser.add_argument("--results", default="results/toy-curl-vpr/training", help="curves and numbers")
     parser.add_argument("--config", default=str(CONFIG_DIR / "toy" / "curriculum.yaml"))
-    parser.add_argument("--held-out", type=int, default=40, help="held-out prompts of each kind")
+    parser.add_argument("--held-out", type=int, default=100, help="held-out prompts of each kind")
     parser.add_argument(
         "--threads", type=int, default=1, help="torch CPU threads (default 1: fastest for tiny matrices)"
     )
@@ -217,6 +217,9 @@ def main(argv: list[str] | None = None) -> int:
             )
             timings[f"held_out_{config.stage}"] = round(time.perf_counter() - t, 1)
             print(f"[{config.stage}] held-out: " + json.dumps(held_out[config.stage]["all"]), flush=True)
+    comparison = grpo_vs_cold_start(held_out)
+    if comparison:
+        print("[grpo vs cold start] held-out total reward: " + json.dumps(comparison), flush=True)
     final = out / FINAL_NAME
     if final.exists():
         shutil.rmtree(final)
@@ -232,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         "model": TOY_MODEL,
         "held_out_prompts": {"split": "val", "closed": args.held_out, "open": args.held_out},
         "held_out_rewards": held_out,
+        "grpo_vs_cold_start": comparison,
         "example_completions": samples,
         "seconds": timings,
         "torch_threads": torch.get_num_threads(),
@@ -241,6 +245,28 @@ def main(argv: list[str] | None = None) -> int:
     (results / "summary.json").write_text(json.dumps(summary, indent=1, ensure_ascii=False) + "\n")
     print(f"toy curriculum done in {timings['total']} s; checkpoint {final}; curves in {results}")
     return 0
+
+
+def grpo_vs_cold_start(held_out: dict[str, Any], n_boot: int = 2000) -> dict[str, float] | None:
+    """Paired bootstrap (over held-out prompts) of the final GRPO checkpoint's mean total reward
+    minus the cold start's: the observed difference and its 95% interval."""
+    import numpy as np
+
+    from cxbench.stats import paired_bootstrap
+
+    stages = [s for s in ("grpo_open", "grpo_closed") if s in held_out]
+    if "cold_start" not in held_out or not stages:
+        return None
+    base = np.asarray(held_out["cold_start"]["per_prompt_total"], dtype=float)[:, None]
+    cand = np.asarray(held_out[stages[0]]["per_prompt_total"], dtype=float)[:, None]
+    result = paired_bootstrap(base, cand, lambda m: float(m[:, 0].mean()), n_boot=n_boot, seed=0)
+    return {
+        "stage": stages[0],
+        "cold_start": round(float(base.mean()), 4),
+        "grpo": round(float(cand.mean()), 4),
+        **{k: round(float(result[k]), 4) for k in ("delta", "ci_low", "ci_high") if k in result},
+        "n_prompts": int(base.shape[0]),
+    }
 
 
 def _trl() -> str:

@@ -53,6 +53,23 @@ def test_run_prints_a_leaderboard_for_all_tasks_and_models(small_tasks, tmp_path
     assert rescored["metrics"] == original["metrics"]
 
 
+def test_folder_leaderboard_keeps_models_of_earlier_runs(small_tasks, tmp_path, capsys):
+    """Runs into one output folder: stdout shows this run, leaderboard.md every model of the folder."""
+    base = ["run", "--tasks", "small_vqa_closed", "--include-path", str(small_tasks), "--limit", "10"]
+    base += ["--no-progress", "--no-cache", "--bootstrap", "50", "--output", str(tmp_path)]
+    assert main([*base, "--model", "prior"]) == 0
+    (tmp_path / "prior" / "notes.json").write_text('{"not": "a result"}')  # ignored
+    capsys.readouterr()
+    assert main([*base, "--model", "random"]) == 0
+    printed = [line.split("|")[1].strip() for line in capsys.readouterr().out.splitlines()[2:] if line]
+    assert printed == ["random"]
+    folder = (tmp_path / "leaderboard.md").read_text().splitlines()[2:]
+    assert [line.split("|")[1].strip() for line in folder] == ["prior", "random"]
+    assert main([*base, "--model", "prior"]) == 0  # a re-run replaces, never duplicates, its row
+    folder = (tmp_path / "leaderboard.md").read_text().splitlines()[2:]
+    assert [line.split("|")[1].strip() for line in folder] == ["random", "prior"]
+
+
 def test_listing_commands(capsys):
     assert main(["tasks"]) == 0
     out = capsys.readouterr().out

@@ -161,7 +161,7 @@ def test_two_processes_share_one_cache_and_results_folder(small_tasks, tmp_path)
     per_model = n[("prior", "small_vqa_closed")] + n[("prior", "small_localization")]
     assert len(stored) == 2 * per_model  # every answer of both runs was committed
     assert sum("slow_yes" in model for (model,) in stored) == per_model
-    # no partial log or temporary file is left; leaderboard.md is the table of the run that finished last
+    # no partial log or temporary file is left (leaderboard.md: the table of every result in the folder)
     leftovers = [p.name for p in out.rglob("*") if p.is_file() and not p.name.endswith((".json", ".jsonl"))]
     assert leftovers == ["leaderboard.md"]
     # each result equals the result of the same model run alone, in a fresh cache
