@@ -40,9 +40,9 @@ def load_processor(source: str) -> Any:
     try:
         return transformers.AutoProcessor.from_pretrained(source)
     except Exception:  # a video processor that needs torchvision
-        from cxbench.models.hf import _assemble_processor
+        from cxbench.models.hf import assemble_processor
 
-        return _assemble_processor(transformers, source, {})
+        return assemble_processor(transformers, source, {})
 
 
 def load_model(source: str, trainer_kwargs: dict[str, Any], freeze_vision_tower: bool) -> Any:

@@ -520,7 +520,7 @@ class HFModel(Model):
             return transformers.AutoProcessor.from_pretrained(source, **kwargs)
         except Exception as first:  # e.g. a video processor that needs torchvision
             try:
-                return _assemble_processor(transformers, source, kwargs)
+                return assemble_processor(transformers, source, kwargs)
             except Exception as second:
                 raise ModelError(
                     f"hf: cannot build the processor of {self.model_id}: {type(first).__name__}: {first}; "
@@ -759,8 +759,10 @@ class HFModel(Model):
         return responses
 
 
-def _assemble_processor(transformers: Any, source: str, kwargs: dict[str, Any]) -> Any:
-    """The model's processor class built from its tokenizer and image processor, without video."""
+def assemble_processor(transformers: Any, source: str, kwargs: dict[str, Any]) -> Any:
+    """The model's processor class built from its tokenizer and image processor, without video.
+
+    Public: ``reference_training`` loads its checkpoints' processors with it too."""
     from transformers.models.auto.processing_auto import PROCESSOR_MAPPING_NAMES
 
     config = transformers.AutoConfig.from_pretrained(source, **kwargs)
