@@ -57,6 +57,8 @@ class DataConfig:
     families: list[str] | None = None
     limit_per_family: int | None = None
     interleaved_fraction: float = 0.5
+    #: GRPO closed: also yes/no questions (for data sets without multiple-choice questions)
+    closed_yes_no: bool = False
     seed: int = 0
 
 

@@ -410,14 +410,24 @@ def interleaved_examples(
 
 
 def rl_closed_prompts(
-    samples: Sequence[Sample], reports: dict[str, str], data: StageData
+    samples: Sequence[Sample], reports: dict[str, str], data: StageData, yes_no: bool = False
 ) -> Iterator[Example]:
-    """Multiple-choice prompts; target: the option letter (+ reference reasoning, boxes)."""
+    """Multiple-choice prompts; target: the option letter (+ reference reasoning, boxes).
+
+    With ``yes_no``, yes/no questions about one of the 14 diseases are RL prompts too (data sets
+    such as MIMIC-CXR or CheXpert have no multiple-choice questions): the target is the two
+    options ``yes`` / ``no`` with the gold letter, and the asked finding (present or not) is what
+    the ✅/❌ verdicts are checked against.
+    """
     from cxbench.tasks import format_options
 
     instruction = cx_mind_instruction(closed=True)
     for sample in samples:
         if not sample.choices:
+            if yes_no:
+                example = _rl_yes_no(sample, reports, instruction, data)
+                if example is not None:
+                    yield example
             continue
         built = closed_reasoning(sample, reports.get(sample.images[-1]))
         if built is None:
@@ -433,6 +443,29 @@ def rl_closed_prompts(
         )
         prompt = f"{sample.question}\n{format_options(sample.choices)}\n{instruction}"
         yield Example(sample.id, list(sample.images), prompt, built[0], "rl_closed", target, "vqa_closed")
+
+
+def _rl_yes_no(sample: Sample, reports: dict[str, str], instruction: str, data: StageData) -> Example | None:
+    built = closed_reasoning(sample, reports.get(sample.images[-1]))
+    if built is None:
+        data.skip("rl closed yes/no: finding not one of the 14 diseases, or answer not yes/no")
+        return None
+    finding = sample.query["finding"]
+    present = str(sample.target).strip().lower() == "yes"
+    findings = _boxes(sample)
+    if present and not any(f["label"] == finding for f in findings):
+        findings.append({"label": finding, "box": None})  # known present, location unknown
+    target = RewardTarget(
+        kind="closed",
+        choices=["yes", "no"],
+        letter="A" if present else "B",
+        reference=built[1],
+        findings=findings,
+        image_size=_image_size(sample),
+        asked=finding,
+    )
+    prompt = f"{sample.question}\n{instruction}"
+    return Example(sample.id, list(sample.images), prompt, built[0], "rl_closed", target, "vqa_closed")
 
 
 def rl_open_prompts(studies: Sequence[Sample], reports: dict[str, str], seed: int) -> Iterator[Example]:
@@ -482,11 +515,13 @@ def build_stage(
     limit_per_family: int | None = None,
     interleaved_fraction: float = 0.5,
     seed: int = 0,
+    closed_yes_no: bool = False,
 ) -> StageData:
     """The examples of one curriculum stage.
 
     ``limit_per_family`` caps the examples per family (seeded subset); in the cold start,
     ``interleaved_fraction`` of the examples are interleaved, the rest answer-only.
+    ``closed_yes_no`` adds yes/no questions to the closed GRPO stage (see :func:`rl_closed_prompts`).
     """
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
@@ -506,7 +541,7 @@ def build_stage(
         by_family[family] = present
     studies = [s for family in families for s in by_family[family]]
     if stage == "grpo_closed":
-        prompts = list(rl_closed_prompts(by_family.get("vqa_closed", []), reports, data))
+        prompts = list(rl_closed_prompts(by_family.get("vqa_closed", []), reports, data, closed_yes_no))
         data.examples = _limit(prompts, limit_per_family, stage, seed)
         return data
     if stage == "grpo_open":

@@ -97,6 +97,8 @@ class RewardTarget:
     reference: str = ""
     findings: list[dict[str, Any]] = field(default_factory=list)
     image_size: tuple[int, int] | None = None
+    #: a yes/no question (choices ``yes`` / ``no``): the finding it asks about
+    asked: str = ""
 
     def __post_init__(self) -> None:
         if self.kind not in ("closed", "open"):
@@ -116,12 +118,18 @@ class RewardTarget:
         metadata: dict[str, Any] = {"findings": findings}
         if self.image_size:
             metadata["image_size"] = list(self.image_size)
-        if self.kind == "closed":
-            target: Any = self.letter
-            choices: list[str] | None = list(self.choices)
+        query: dict[str, Any] = {}
+        if self.kind == "closed" and self.asked:  # yes/no: verdicts are about the asked finding
+            target: Any = "yes" if self.letter == "A" else "no"
+            choices: list[str] | None = None
+            query = {"finding": self.asked}
+        elif self.kind == "closed":
+            target, choices = self.letter, list(self.choices)
         else:
             target, choices = list(self.labels), None
-        return Sample(id="", images=[], question="", target=target, choices=choices, metadata=metadata)
+        return Sample(
+            id="", images=[], question="", target=target, choices=choices, query=query, metadata=metadata
+        )
 
     def to_json(self) -> str:
         return json.dumps(
@@ -133,6 +141,7 @@ class RewardTarget:
                 "reference": self.reference,
                 "findings": self.findings,
                 "image_size": list(self.image_size) if self.image_size else None,
+                "asked": self.asked,
             },
             ensure_ascii=False,
         )
@@ -149,6 +158,7 @@ class RewardTarget:
             reference=data.get("reference") or "",
             findings=list(data.get("findings") or []),
             image_size=(int(size[0]), int(size[1])) if size else None,
+            asked=data.get("asked") or "",
         )
 
 

@@ -157,13 +157,14 @@ def stage_examples(config: StageConfig) -> tuple[list[Example], dict[str, int]]:
         families=tuple(data.families or FAMILIES),
         limit_per_family=data.limit_per_family,
         interleaved_fraction=data.interleaved_fraction,
+        closed_yes_no=data.closed_yes_no,
         seed=data.seed,
     )
     if not built.examples:
         needs = {
             "text_warmup": "report_generation or text samples",
-            "grpo_closed": "multiple-choice vqa_closed samples whose options name findings (e.g. phantom; "
-            "yes/no-only data sets such as mimic_cxr or chexpert give none)",
+            "grpo_closed": "multiple-choice vqa_closed samples whose options name findings (e.g. phantom); "
+            "for yes/no-only data sets such as mimic_cxr or chexpert set data.closed_yes_no: true",
             "grpo_open": "studies with a disease set: metadata['findings'] or diagnosis_recall1 targets",
         }.get(config.stage, "samples of the configured families")
         skipped = ", ".join(f"{reason}: {n}" for reason, n in built.skipped.items()) or "none"

@@ -478,3 +478,33 @@ def test_builders_read_a_real_data_set_layout(tmp_path):
     )
     with pytest.raises(ValueError, match=r"grpo_closed: data set 'mimic_cxr'.*multiple-choice"):
         stage_examples(config)
+
+
+@pytest.mark.parametrize("dataset", ["phantom", "mimic_cxr"])
+def test_yes_no_questions_as_closed_rl_prompts(dataset, stages, tmp_path):
+    """``closed_yes_no``: yes/no questions become closed RL prompts (options yes / no); the
+    builders' answers get every reward, a flipped verdict loses consistency, a flipped final
+    answer loses the outcome. Off by default, so the multiple-choice stage is unchanged."""
+    if dataset == "phantom":
+        params, split = dict(SMALL_PHANTOM), "train"
+    else:
+        from fixtures_mimic_chexpert_iu import build_mimic, iu_reports
+
+        params, split = {"root": str(build_mimic(tmp_path / "mimic", iu_reports())["root"])}, "test"
+    built = build_stage("grpo_closed", dataset, split, params, closed_yes_no=True)
+    yes_no = [e for e in built.examples if e.target.asked]
+    assert yes_no and {e.target.letter for e in yes_no} == {"A", "B"}
+    for example in yes_no:
+        assert example.target.choices == ["yes", "no"]
+        assert R.RewardTarget.from_json(example.target.to_json()) == example.target
+        scores = R.score(example.completion, example.target)
+        assert (scores["format"], scores["outcome"], scores["consistency"]) == (1.0, 1.0, 1.0)
+        flipped = example.completion.replace("✅", "\0").replace("❌", "✅").replace("\0", "❌")
+        assert R.consistency_reward(flipped, example.target) == 0.0
+        gold, other = ("yes", "no") if example.target.letter == "A" else ("no", "yes")
+        wrong = example.completion.replace(f"<answer>{gold}</answer>", f"<answer>{other}</answer>")
+        assert R.outcome_reward(wrong, example.target) == 0.0
+    if dataset == "phantom":
+        default = stages["grpo_closed"].examples
+        assert default and not any(e.target.asked for e in default)
+        assert len(built.examples) > len(default)
