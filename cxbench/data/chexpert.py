@@ -73,7 +73,6 @@ import csv
 import gzip
 import hashlib
 import io
-import logging
 import os
 import re
 from collections.abc import Iterable, Iterator
@@ -83,10 +82,9 @@ from pathlib import Path
 from typing import Any
 
 from cxbench.data.adapters import DataError
+from cxbench.data.validate import warn_skipped
 from cxbench.labels import CHEXPERT_14
 from cxbench.schema import Sample
-
-log = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------------------------------------
 # what the CheXpert-labelled data sets share
@@ -398,14 +396,7 @@ def warn_problems(dataset: str, root: Path, problems: list[str], params: dict[st
         return
     if params.get("strict"):
         raise DataError(f"{dataset}: {problems[0]}")
-    log.warning(
-        "%s: skipped %d malformed row(s), first: %s (run `cxbench data check %s %s` for all)",
-        dataset,
-        len(problems),
-        problems[0],
-        dataset,
-        root,
-    )
+    warn_skipped(dataset, len(problems), problems[0], root)
 
 
 def refuse_escapes(escapes: list[str]) -> None:

@@ -34,7 +34,6 @@ still give samples (the runner records ``missing_image``).
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 import re
 from collections.abc import Iterator
@@ -44,10 +43,9 @@ from pathlib import Path
 from typing import Any
 
 from cxbench.data.adapters import DataError
+from cxbench.data.validate import warn_skipped
 from cxbench.data.vindr import Problems, csv_rows, file_digest, folder_fingerprint, normalise_box, numbers
 from cxbench.schema import Sample
-
-log = logging.getLogger(__name__)
 
 NAME = "ms_cxr"
 FAMILIES = ("localization",)
@@ -233,14 +231,7 @@ class MSCXRAdapter:
         if data.problems:
             if params.get("strict"):
                 raise DataError(f"{NAME}: {data.problems.first()}")
-            log.warning(
-                "%s: skipped %d malformed row(s), first: %s (run `cxbench data check %s %s` for all)",
-                NAME,
-                len(data.problems),
-                data.problems.first(),
-                NAME,
-                data.root,
-            )
+            warn_skipped(NAME, len(data.problems), data.problems.first(), data.root)
         return build_samples(data, family, split)
 
     def identity(self, params: dict[str, Any]) -> str:

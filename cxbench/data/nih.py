@@ -47,7 +47,6 @@ import gzip
 import hashlib
 import importlib.util
 import io
-import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -56,10 +55,9 @@ from pathlib import Path
 from typing import Any
 
 from cxbench.data.adapters import DataError
+from cxbench.data.validate import warn_skipped
 from cxbench.labels import DISEASES_14
 from cxbench.schema import Sample
-
-log = logging.getLogger(__name__)
 
 #: NIH finding names (Data_Entry and BBox_List spellings) -> cxbench.labels.DISEASES_14 names
 NIH_TO_DISEASE = {
@@ -475,13 +473,7 @@ class NIHChestXray14Adapter:
         if data.problems:
             if params.get("strict"):
                 raise DataError(f"nih_chestxray14: {data.problems[0]}")
-            log.warning(
-                "nih_chestxray14: skipped %d malformed row(s), first: %s (run `cxbench data check "
-                "nih_chestxray14 %s` for all)",
-                len(data.problems),
-                data.problems[0],
-                data.root,
-            )
+            warn_skipped("nih_chestxray14", len(data.problems), data.problems[0], data.root)
         frame = float(params.get("box_frame", DEFAULT_BOX_FRAME))
         persistent = _flag(params.get("temporal_persistent", True))
         for sample in build_samples(data, family, split, frame, persistent):

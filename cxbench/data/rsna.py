@@ -33,7 +33,6 @@ ROOT`` with file and row (``dataset.strict: true`` fails instead).
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 from collections import Counter
 from collections.abc import Iterator
@@ -44,6 +43,7 @@ from typing import Any
 
 from cxbench.data.adapters import DataError
 from cxbench.data.nih import packaged_data_dir
+from cxbench.data.validate import warn_skipped
 from cxbench.data.vindr import (
     Problems,
     csv_rows,
@@ -55,8 +55,6 @@ from cxbench.data.vindr import (
     numbers,
 )
 from cxbench.schema import Sample
-
-log = logging.getLogger(__name__)
 
 NAME = "rsna_pneumonia"
 FAMILIES = ("localization",)
@@ -262,14 +260,7 @@ class RSNAPneumoniaAdapter:
         if params.get("strict") and len(data.problems) > before:
             raise DataError(f"{NAME}: {list(data.problems)[before]}")
         if data.problems:
-            log.warning(
-                "%s: skipped %d malformed row(s), first: %s (run `cxbench data check %s %s` for all)",
-                NAME,
-                len(data.problems),
-                data.problems.first(),
-                NAME,
-                data.root,
-            )
+            warn_skipped(NAME, len(data.problems), data.problems.first(), data.root)
 
     def identity(self, params: dict[str, Any]) -> str:
         data = load(params.get("root") or "")

@@ -6,12 +6,15 @@ and the line or row, so a bad data file never surfaces as a deep traceback.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from cxbench.data.adapters import DataError
+
+log = logging.getLogger(__name__)
 
 #: the largest CSV field accepted (Python's default of 128 KiB is smaller than some reports)
 MAX_FIELD_CHARS = 16 * 1024 * 1024
@@ -111,3 +114,16 @@ def check_row(row: Any, where: str, folder: Path, family: str) -> tuple[str, lis
     if family == "localization":
         row["target"] = check_boxes(row["target"], where)
     return str(sample_id), [confined(p, folder, where) for p in images]
+
+
+def warn_skipped(dataset: str, count: int, first: str, root: Any) -> None:
+    """The one warning for the rows an adapter skipped: how many, the first, and the command that
+    lists them all (shown once per process, see ``cxbench.data.adapters``)."""
+    log.warning(
+        "%s: skipped %d malformed row(s), first: %s (run `cxbench data check %s %s` for all)",
+        dataset,
+        count,
+        first,
+        dataset,
+        root,
+    )

@@ -64,6 +64,7 @@ from typing import Any
 
 from cxbench.data.adapters import DataError
 from cxbench.data.nih import packaged_data_dir
+from cxbench.data.validate import warn_skipped
 from cxbench.metrics.grounding import box_iou
 from cxbench.schema import Sample
 
@@ -502,14 +503,7 @@ class VinDrCXRAdapter:
         if params.get("strict") and len(data.problems) > before:
             raise DataError(f"{NAME}: {list(data.problems)[before]}")
         if data.problems:
-            log.warning(
-                "%s: skipped %d malformed row(s), first: %s (run `cxbench data check %s %s` for all)",
-                NAME,
-                len(data.problems),
-                data.problems.first(),
-                NAME,
-                data.root,
-            )
+            warn_skipped(NAME, len(data.problems), data.problems.first(), data.root)
         if missing:
             first = next(iter(missing.items()))
             log.warning(

@@ -56,7 +56,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import logging
 import os
 import re
 from collections import Counter
@@ -67,9 +66,9 @@ from pathlib import Path
 from typing import Any
 
 from cxbench.data.adapters import DataError
+from cxbench.data.validate import warn_skipped
 from cxbench.schema import Sample
 
-log = logging.getLogger(__name__)
 _LETTERS = "ABCDEFGHIJ"
 
 
@@ -264,14 +263,7 @@ class BaseAdapter:
         if data.problems:
             if params.get("strict"):
                 raise DataError(f"{self.name}: {data.problems[0]}")
-            log.warning(
-                "%s: skipped %d malformed row(s), first: %s (run `cxbench data check %s %s` for all)",
-                self.name,
-                len(data.problems),
-                data.problems[0],
-                self.name,
-                data.root,
-            )
+            warn_skipped(self.name, len(data.problems), data.problems[0], data.root)
         return self.select(data.iter_samples(split, family), params)
 
     def identity(self, params: dict[str, Any]) -> str:
